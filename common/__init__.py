@@ -1,0 +1,1 @@
+"""What both lessons share: synthetic data, metrics, network geometry, figures and safe file writes."""
