@@ -1,9 +1,11 @@
 """Figures, drawn headless: `matplotlib.figure.Figure` needs no display and no pyplot state."""
 
 import io
+import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from common.files import atomic_write
 
@@ -60,4 +62,65 @@ def save_training_curves(history, path):
     dice_ax.set(xlabel="step", ylabel="validation Dice", ylim=(0, 1), title="Validation Dice")
     for ax in (loss_ax, dice_ax):
         ax.grid(alpha=0.3)
+    save_figure(figure, path)
+
+
+LEVEL_GAP = 1.6  # vertical distance between levels of the U
+
+
+def _draw_map(ax, x, level, channels, side, biggest, color):
+    """One feature map as a box: width ∝ log₂ channels, height ∝ side. Returns its right edge."""
+    width, height = 0.12 * math.log2(channels + 1), 0.25 + side / biggest
+    y = -LEVEL_GAP * level
+    ax.add_patch(Rectangle((x, y - height / 2), width, height, color=color, alpha=0.6))
+    ax.text(x + width / 2, y + height / 2 + 0.05, str(channels), ha="center", fontsize=8)
+    ax.text(x, y - height / 2 - 0.18, f"{side}²", fontsize=7, color="dimgray")
+    return x + width
+
+
+def _arrow(ax, start, end, color, **style):
+    ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color=color, **style))
+
+
+def save_architecture_figure(rows, path):
+    """The U drawn from a traced forward pass, as in the paper's Fig. 1: a box per feature
+    map, black arrows for 3×3 convolutions, red for max-pool, green for up-conv, and grey for
+    the skip connections that copy (and crop) encoder maps into the decoder.
+
+    Inputs:
+    - rows: the trace of `00_scratch.unet_forward`, dicts with `stage`, `op`, `shape_in` and
+      `shape_out` as (C, H, W); stages are enc1…encD, bottom, dec1…decD, head
+    """
+    depth = sum(1 for row in rows if row["op"].startswith("max-pool"))
+    biggest = max(row["shape_out"][1] for row in rows)
+    figure = Figure(figsize=(14, 1.6 * depth + 3))
+    ax = figure.subplots()
+    x, last, skips = 0.0, None, {}
+    for row in rows:
+        stage, op, (channels, side, _) = row["stage"], row["op"], row["shape_out"]
+        level = depth if stage == "bottom" else max(int(stage[3:]) - 1, 0) if stage != "head" else 0
+        y = -LEVEL_GAP * level
+        if op.startswith("conv"):
+            if last is not None:
+                _arrow(ax, last, (x, y), "black", lw=0.8)
+            right = _draw_map(ax, x, level, channels, side, biggest, "tab:blue")
+            skips[stage] = (right, y)
+            last, x = (right, y), right + 0.35
+        elif op.startswith("max-pool"):
+            _arrow(ax, last, (x, y - LEVEL_GAP), "tab:red", lw=2)
+            last = (x, y - LEVEL_GAP)
+        elif op.startswith("up-conv"):
+            _arrow(ax, last, (x, y), "tab:green", lw=2)
+            last = (x, y)
+        elif op == "concat":
+            skip_channels = channels // 2
+            right = _draw_map(ax, x, level, skip_channels, side, biggest, "lightgray")
+            _arrow(ax, skips[stage.replace("dec", "enc")], (x, y), "gray", ls="--", lw=1.2)
+            right = _draw_map(ax, right, level, channels - skip_channels, side, biggest, "tab:green")
+            last, x = (right, y), right + 0.35
+    ax.set_xlim(-0.5, x + 0.5)
+    ax.set_ylim(-LEVEL_GAP * depth - 1.2, 1.2)
+    ax.axis("off")
+    ax.set_title("U-Net: boxes are feature maps (channels above, side below). Black: 3×3 conv; "
+                 "red: max-pool 2×2; green: up-conv 2×2; grey: copy (and crop)", fontsize=11)
     save_figure(figure, path)

@@ -1,0 +1,424 @@
+"""U-Net's forward pass in pure NumPy, printing how every tensor changes on its way.
+
+Read top to bottom: the layers (each one function) → the double convolution → the network
+(`unet_forward`, with its skip connections in plain sight) → the trace → main().
+
+    python 00_scratch.py            # a small U-Net on one synthetic circle image
+    python 00_scratch.py --paper    # the paper's network: 572×572 in, 388×388×2 out
+    python 00_scratch.py --weights checkpoints/unet_circles.npz   # run what 01_pytorch.py trained
+
+The arithmetic is real and equals PyTorch's (tests/test_scratch.py runs both with the same
+weights). No torch is imported here.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from common.cli import ArgumentParser, positive_int
+from common.data import synthetic_circles
+from common.files import load_weights_npz
+from common.geometry import PADDINGS, size_error
+from common.metrics import dice
+from common.plotting import save_architecture_figure, save_segmentation_figure
+
+COLUMN_BUFFER_BYTES = 32 * 2**20  # im2col is built a band of rows at a time, at most this big
+
+# ----------------------------------------------------------------------------- the layers
+
+
+def conv2d(x, w, b=None, padding="same"):
+    """A k×k convolution (k = 3 or 1), stride 1, as one matrix product per band of rows.
+
+    Each output pixel is a dot product of the weights with the k×k×C window under it. Laying
+    those windows out as columns (im2col) turns the whole layer into one matrix product, which
+    BLAS runs near the processor's peak. The columns take k² times the input's memory, so they
+    are built for a band of output rows at a time.
+
+    Inputs:
+    - x: (N, C, H, W)
+    - w: (F, C, k, k)
+    - b: (F,) or None
+    - padding: "same" adds a zero border of k//2 so the output is H×W; "valid" (the paper's)
+      adds none, so the output is (H-k+1)×(W-k+1)
+    Returns:
+    - out: (N, F, H', W')
+    """
+    f, c, k, _ = w.shape
+    if padding == "same":
+        x = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    n, _, height, width = x.shape
+    out_h, out_w = height - k + 1, width - k + 1
+    weights = w.reshape(f, c * k * k)  # (F, C·k·k)
+    out = np.empty((n, f, out_h * out_w), dtype=np.float32)
+    band = max(1, COLUMN_BUFFER_BYTES // (4 * c * k * k * out_w))
+    for i in range(n):
+        for top in range(0, out_h, band):
+            rows = min(band, out_h - top)
+            windows = sliding_window_view(x[i, :, top : top + rows + k - 1], (k, k), axis=(1, 2))
+            columns = windows.transpose(0, 3, 4, 1, 2).reshape(c * k * k, rows * out_w)  # (C·k·k, rows·W')
+            np.matmul(weights, columns, out=out[i, :, top * out_w : (top + rows) * out_w])
+    out = out.reshape(n, f, out_h, out_w)  # (N, F, H', W')
+    if b is not None:
+        out += b[:, None, None]
+    return out
+
+
+def relu(x):
+    """max(0, x), in place: the input is not needed again and the maps are large."""
+    return np.maximum(x, 0, out=x)
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, eps=1e-5):
+    """Batch normalisation at inference: each channel standardised with the statistics
+    gathered in training, then scaled and shifted by the learned weight and bias.
+
+    Inputs:
+    - x: (N, C, H, W)
+    - weight, bias, running_mean, running_var: (C,)
+    Returns:
+    - out: (N, C, H, W)
+    """
+    scale = weight / np.sqrt(running_var + eps)  # (C,)
+    shift = bias - running_mean * scale
+    x *= scale[:, None, None]
+    x += shift[:, None, None]
+    return x
+
+
+def max_pool2x2(x):
+    """2×2 max-pool, stride 2: halves the map, so the next level sees twice the context.
+
+    Inputs:
+    - x: (N, C, H, W), H and W even
+    Returns:
+    - out: (N, C, H/2, W/2)
+    """
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def up_conv2x2(x, w, b):
+    """Up-convolution (transposed 2×2 convolution, stride 2): every input pixel paints a 2×2
+    patch of the output, weighted per output channel. Doubles the map, halves the channels.
+
+    Inputs:
+    - x: (N, C, H, W)
+    - w: (C, F, 2, 2), PyTorch's ConvTranspose2d layout
+    - b: (F,)
+    Returns:
+    - out: (N, F, 2H, 2W)
+    """
+    n, c, h, width = x.shape
+    f = w.shape[1]
+    patches = w.reshape(c, f * 4).T @ x.reshape(n, c, h * width)  # (N, F·2·2, H·W)
+    patches = patches.reshape(n, f, 2, 2, h, width)
+    out = patches.transpose(0, 1, 4, 2, 5, 3).reshape(n, f, 2 * h, 2 * width)  # (N, F, 2H, 2W)
+    out += b[:, None, None]
+    return out
+
+
+def center_crop(x, height, width):
+    """The central (height, width) window of x — paper, Fig. 1, "copy and crop".
+
+    With valid padding the decoder's map is smaller than the encoder map it joins, because
+    every unpadded convolution lost a border; the encoder map is cropped to fit.
+
+    Inputs:
+    - x: (N, C, H, W)
+    Returns:
+    - out: (N, C, height, width), a view
+    """
+    top = (x.shape[-2] - height) // 2
+    left = (x.shape[-1] - width) // 2
+    return x[..., top : top + height, left : left + width]
+
+
+def sigmoid(x):
+    """Probability of the one foreground class from its logit: 1 / (1 + e^-x), written as
+    e^-log(1 + e^-x) so that large negative logits do not overflow."""
+    return np.exp(-np.logaddexp(0, -x))
+
+
+def softmax(x, axis=1):
+    """Pixel-wise soft-max over the class axis (paper, Sec. 3); shifted by the max for stability."""
+    shifted = np.exp(x - x.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- the trace
+
+
+@dataclass
+class Trace:
+    """Collects one row per operation and prints it as the data flows; `unet_forward` takes
+    `trace=None` to stay silent."""
+
+    echo: bool = True
+    rows: list = field(default_factory=list)
+
+    def __call__(self, stage, op, x_in, x_out, params=0, flops=0, note=""):
+        row = dict(stage=stage, op=op, shape_in=x_in.shape[1:], shape_out=x_out.shape[1:],
+                   params=params, flops=flops, note=note)
+        self.rows.append(row)
+        if self.echo:
+            print(format_row(row))
+
+
+def shape_text(shape):
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def format_row(row):
+    """One aligned line, under 100 characters: stage, op, shapes, parameters, MFLOPs."""
+    flow = row["note"] or f"{shape_text(row['shape_in'])} → {shape_text(row['shape_out'])}"
+    params = f"{row['params']:,}" if row["params"] else ""
+    mflops = f"{row['flops'] / 1e6:,.1f}" if row["flops"] else ""
+    return f"{row['stage']:<6} {row['op']:<15} {flow:<52} {params:>11} {mflops:>11}"
+
+
+TRACE_HEADER = f"{'stage':<6} {'op':<15} {'(C, H, W) in → out':<52} {'params':>11} {'MFLOPs':>11}"
+
+
+def conv_cost(w, out):
+    """(parameters, FLOPs) of a convolution: 2 FLOPs (multiply, add) per weight per output pixel."""
+    return w.size, 2 * out.shape[0] * w.size * out.shape[2] * out.shape[3]
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+def conv_step(x, params, name, padding, trace, stage):
+    """3×3 conv → [batch norm] → ReLU, reading the weights stored under `name`."""
+    w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
+    out = conv2d(x, w, b, padding)
+    bn = name.replace("conv", "bn")
+    if f"{bn}.weight" in params:
+        out = batch_norm(out, *(params[f"{bn}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")))
+    out = relu(out)
+    if trace:
+        weights, flops = conv_cost(w, out)
+        bn_params = 2 * w.shape[0] if f"{bn}.weight" in params else 0
+        bias = 0 if b is None else b.size
+        trace(stage, "conv 3×3" + (" BN" if bn_params else "") + " ReLU", x, out, weights + bias + bn_params, flops)
+    return out
+
+
+def double_conv(x, params, prefix, padding, trace, stage):
+    """(3×3 conv → [BN] → ReLU) × 2 — paper, Fig. 1, the blue arrows of every level.
+
+    Inputs:
+    - x: (N, C, H, W)
+    Returns:
+    - out: (N, F, H, W) with same padding, (N, F, H-4, W-4) with valid padding
+    """
+    x = conv_step(x, params, f"{prefix}.conv1", padding, trace, stage)
+    return conv_step(x, params, f"{prefix}.conv2", padding, trace, stage)
+
+
+def network_depth(params):
+    """The number of pooling steps, read off the weights' names (one encoder block per step)."""
+    return sum(1 for name in params if name.startswith("encoder.") and name.endswith(".conv1.weight"))
+
+
+def unet_forward(x, params, *, padding="same", trace=None):
+    """The U-Net of the paper's Fig. 1: contract, expand, and join the two by skip connections.
+
+    Inputs:
+    - x: (N, C, H, W) float32, H and W a size the network can take (common.geometry)
+    - params: weights named exactly as `01_pytorch.UNet(...).state_dict()`; depth and batch
+      norm are read off the names
+    - padding: "same" or "valid", as the weights were trained
+    - trace: a `Trace` to record every operation, or None
+    Returns:
+    - logits: (N, K, H', W'), H' = H with same padding, less with valid
+    """
+    depth = network_depth(params)
+    skips = []
+    for level in range(depth):  # the contracting path: what is in the image
+        x = double_conv(x, params, f"encoder.{level}", padding, trace, f"enc{level + 1}")  # (N, C, H, W)
+        skips.append(x)
+        pooled = max_pool2x2(x)  # (N, C, H/2, W/2)
+        if trace:
+            trace(f"enc{level + 1}", "max-pool 2×2", x, pooled)
+        x = pooled
+    x = double_conv(x, params, "bottleneck", padding, trace, "bottom")  # (N, 2C, H/2, W/2)
+
+    for step in range(depth):  # the expanding path: where it is
+        w, b = params[f"up_convs.{step}.weight"], params[f"up_convs.{step}.bias"]
+        up = up_conv2x2(x, w, b)  # (N, C, 2H, 2W)
+        stage = f"dec{depth - step}"
+        if trace:
+            trace(stage, "up-conv 2×2", x, up, w.size + b.size, 2 * w.size * x.shape[2] * x.shape[3])
+        skip = skips.pop()
+        cropped = center_crop(skip, *up.shape[-2:])  # (N, C, 2H, 2W)
+        x = np.concatenate([cropped, up], axis=1)  # (N, 2C, 2H, 2W): encoder detail + decoder context
+        if trace:
+            crop = (f"crop(enc{depth - step} {shape_text(skip.shape[1:])} → {shape_text(cropped.shape[1:])})"
+                    if cropped.shape != skip.shape else f"enc{depth - step} {shape_text(skip.shape[1:])}")
+            trace(stage, "concat", up, x, note=f"{crop} + up {shape_text(up.shape[1:])} → {shape_text(x.shape[1:])}")
+        x = double_conv(x, params, f"decoder.{step}", padding, trace, stage)  # (N, C, 2H, 2W)
+
+    w, b = params["head.weight"], params["head.bias"]
+    logits = conv2d(x, w, b, "valid")  # 1×1: (N, K, H, W), one score per class and pixel
+    if trace:
+        weights, flops = conv_cost(w, logits)
+        trace("head", "conv 1×1", x, logits, weights + b.size, flops)
+    return logits
+
+
+def receptive_field(depth):
+    """Input pixels (per side) that can influence one output pixel.
+
+    Each layer widens the field by (kernel − 1) times the current stride ("jump") between
+    neighbouring pixels in input coordinates: 2×2 pools widen it by one jump and double the
+    jump; an up-convolution gives each output pixel one input pixel, so it only halves the jump.
+    """
+    field_size, jump = 1, 1
+    for _ in range(depth):
+        field_size += 2 * 2 * jump  # two 3×3 convs
+        field_size += jump  # 2×2 pool
+        jump *= 2
+    field_size += 2 * 2 * jump  # bottleneck
+    for _ in range(depth):
+        jump //= 2
+        field_size += 2 * 2 * jump
+    return field_size
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchnorm=True, seed=0):
+    """Weights for a fresh U-Net, named and shaped exactly as `01_pytorch.UNet.state_dict()`.
+
+    Paper, Sec. 3: Gaussian with std √(2/N), N the inputs feeding one output pixel (C·k² for a
+    k×k conv, C for the stride-2 up-conv, whose output pixels each see one tap per channel).
+    Biases start at zero; batch norm at the identity (weight 1, bias 0, mean 0, variance 1).
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+
+    def he_normal(shape, fan_in):
+        return (rng.standard_normal(shape) * math.sqrt(2 / fan_in)).astype(np.float32)
+
+    def add_double_conv(prefix, c_in, c_out):
+        for conv, c in (("1", c_in), ("2", c_out)):
+            params[f"{prefix}.conv{conv}.weight"] = he_normal((c_out, c, 3, 3), c * 9)
+            if batchnorm:
+                params[f"{prefix}.bn{conv}.weight"] = np.ones(c_out, np.float32)
+                params[f"{prefix}.bn{conv}.bias"] = np.zeros(c_out, np.float32)
+                params[f"{prefix}.bn{conv}.running_mean"] = np.zeros(c_out, np.float32)
+                params[f"{prefix}.bn{conv}.running_var"] = np.ones(c_out, np.float32)
+                params[f"{prefix}.bn{conv}.num_batches_tracked"] = np.array(0, np.int64)
+            else:
+                params[f"{prefix}.conv{conv}.bias"] = np.zeros(c_out, np.float32)
+
+    channels = [base_channels * 2**level for level in range(depth + 1)]
+    for level, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-2], channels[:-1])):
+        add_double_conv(f"encoder.{level}", c_in, c_out)
+    add_double_conv("bottleneck", channels[-2], channels[-1])
+    for step, c in enumerate(reversed(channels[1:])):
+        params[f"up_convs.{step}.weight"] = he_normal((c, c // 2, 2, 2), c)
+        params[f"up_convs.{step}.bias"] = np.zeros(c // 2, np.float32)
+    for step, c in enumerate(reversed(channels[1:])):
+        add_double_conv(f"decoder.{step}", c, c // 2)
+    params["head.weight"] = he_normal((out_channels, base_channels, 1, 1), base_channels)
+    params["head.bias"] = np.zeros(out_channels, np.float32)
+    return params
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description="Run a U-Net forward pass in NumPy and print its shape trace.")
+    parser.add_argument("--paper", action="store_true",
+                        help="the paper's network: 572×572×1 in, 64…1024 channels, valid padding, 2 classes")
+    parser.add_argument("--size", type=positive_int, default=64, help="input side in pixels (default %(default)s)")
+    parser.add_argument("--depth", type=positive_int, default=3, help="number of 2×2 pools (default %(default)s)")
+    parser.add_argument("--base", type=positive_int, default=8,
+                        help="channels of the first level, doubled at each level (default %(default)s)")
+    parser.add_argument("--padding", choices=PADDINGS, default="same",
+                        help="same keeps sizes (our default); valid is the paper's (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the image and the weights (default %(default)s)")
+    parser.add_argument("--figure", type=Path, help="also draw the architecture diagram to this PNG")
+    parser.add_argument("--weights", type=Path,
+                        help="a .npz written by 01_pytorch.py: run the trained net on fresh images")
+    parser.add_argument("--out", type=Path, default=Path("assets"),
+                        help="folder for numpy_unet_segmentation.png with --weights (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.paper:
+        args.size, args.depth, args.base, args.padding = 572, 4, 64, "valid"
+    problem = size_error(args.size, args.depth, args.padding)
+    if problem and not args.weights:
+        parser.error(f"argument --size: {problem}")
+    return args, parser
+
+
+def print_totals(trace, params, depth):
+    total_params = sum(value.size for name, value in params.items() if "running" not in name and "num_batches" not in name)
+    flops = sum(row["flops"] for row in trace.rows)
+    print(f"\ntotal: {total_params:,} parameters, {flops / 1e9:.1f} GFLOPs per image, "
+          f"receptive field {receptive_field(depth)}×{receptive_field(depth)} pixels")
+
+
+def run_random(args):
+    """A fresh network (paper initialisation) on one synthetic circle image: the shapes lesson."""
+    out_channels = 2 if args.paper else 1
+    params = init_params(1, out_channels, args.base, args.depth, batchnorm=not args.paper, seed=args.seed)
+    images, _ = synthetic_circles(1, args.size, seed=args.seed)
+    print(f"U-Net, depth {args.depth}, base {args.base} channels, {args.padding} padding, "
+          f"one {args.size}×{args.size} circle image; shapes are (C, H, W) for each image\n")
+    print(TRACE_HEADER)
+    trace = Trace()
+    logits = unet_forward(images, params, padding=args.padding, trace=trace)
+    probabilities = softmax(logits) if out_channels > 1 else sigmoid(logits)
+    print(f"{'out':<6} {'soft-max' if out_channels > 1 else 'sigmoid':<15} "
+          f"{shape_text(logits.shape[1:])} → {shape_text(probabilities.shape[1:])}: per-pixel class probabilities")
+    print_totals(trace, params, args.depth)
+    return trace
+
+
+def run_trained(args, parser):
+    """The weights 01_pytorch.py trained, on circle images it never saw: NumPy alone segments them."""
+    try:
+        params, config = load_weights_npz(args.weights)
+    except (OSError, ValueError, KeyError) as error:
+        parser.error(f"argument --weights: cannot read {args.weights}: {error}")
+    depth, padding = network_depth(params), config["padding"]
+    problem = size_error(args.size, depth, padding)
+    if problem:
+        parser.error(f"argument --size: {problem}")
+    images, masks = synthetic_circles(8, args.size, seed=args.seed + 20_000)
+    print(f"trained U-Net from {args.weights}: depth {depth}, {padding} padding; "
+          f"8 fresh {args.size}×{args.size} images\n")
+    print(TRACE_HEADER)
+    trace = Trace()
+    logits = unet_forward(images, params, padding=padding, trace=trace)
+    preds = (sigmoid(logits) > 0.5).astype(np.float32)
+    target = center_crop(masks, *preds.shape[-2:])
+    per_image = dice(preds, target, per_image=True)
+    print_totals(trace, params, depth)
+    print(f"\nDice of the NumPy forward pass against the ground truth: {per_image.mean():.4f}")
+    path = args.out / "numpy_unet_segmentation.png"
+    save_segmentation_figure(center_crop(images, *preds.shape[-2:])[:4], target[:4], preds[:4], path,
+                             title=f"NumPy forward pass, trained weights: Dice {per_image.mean():.3f}",
+                             row_labels=[f"Dice {d:.3f}" for d in per_image[:4]])
+    print(f"wrote {path}")
+    return trace
+
+
+def main(argv=None):
+    args, parser = parse_args(argv)
+    trace = run_trained(args, parser) if args.weights else run_random(args)
+    if args.figure:
+        save_architecture_figure(trace.rows, args.figure)
+        print(f"wrote {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
