@@ -167,8 +167,15 @@ class Trace:
     rows: list = field(default_factory=list)
 
     def __call__(self, stage, op, x_in, x_out, params=0, flops=0, note=""):
-        row = dict(stage=stage, op=op, shape_in=x_in.shape[1:], shape_out=x_out.shape[1:],
-                   params=params, flops=flops, note=note)
+        row = dict(
+            stage=stage,
+            op=op,
+            shape_in=x_in.shape[1:],
+            shape_out=x_out.shape[1:],
+            params=params,
+            flops=flops,
+            note=note,
+        )
         self.rows.append(row)
         if self.echo:
             print(format_row(row))
@@ -182,7 +189,7 @@ def format_row(row):
     """One aligned line of at most 100 characters: stage, op, shapes, parameters, MFLOPs.
     A concat line spells out what it joins in place of the last columns, wrapped before
     " + " onto a second line where one would be too long."""
-    lead = f"{row['stage']:<6} {row['op']:<16} "
+    lead = f"{row['stage']:<6} {row['op']:<17} "
     if row["note"]:
         if len(lead + row["note"]) <= TRACE_WIDTH:
             return lead + row["note"]
@@ -195,12 +202,12 @@ def format_row(row):
 
 
 TRACE_WIDTH = 100
-TRACE_HEADER = f"{'stage':<6} {'op':<16} {'(C, H, W) in → out':<44} {'params':>11} {'MFLOPs':>10}"
+TRACE_HEADER = f"{'stage':<6} {'op':<17} {'(C, H, W) in → out':<44} {'params':>11} {'MFLOPs':>10}"
 
 
 def conv_cost(w, out):
     """(parameters, FLOPs) of a convolution: 2 FLOPs (multiply, add) per weight per output pixel."""
-    return w.size, 2 * out.shape[0] * w.size * out.shape[2] * out.shape[3]
+    return w.size, 2 * w.size * out.shape[2] * out.shape[3]
 
 
 # ----------------------------------------------------------------------------- the network
@@ -212,13 +219,22 @@ def conv_step(x, params, name, padding, trace, stage):
     out = conv2d(x, w, b, padding)
     bn = name.replace("conv", "bn")
     if f"{bn}.weight" in params:
-        out = batch_norm(out, *(params[f"{bn}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")))
+        out = batch_norm(
+            out, *(params[f"{bn}.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))
+        )
     out = relu(out)
     if trace:
         weights, flops = conv_cost(w, out)
         bn_params = 2 * w.shape[0] if f"{bn}.weight" in params else 0
         bias = 0 if b is None else b.size
-        trace(stage, "conv 3×3" + (" BN" if bn_params else "") + " ReLU", x, out, weights + bias + bn_params, flops)
+        trace(
+            stage,
+            "conv 3×3" + (" BN" if bn_params else "") + " ReLU",
+            x,
+            out,
+            weights + bias + bn_params,
+            flops,
+        )
     return out
 
 
@@ -272,9 +288,18 @@ def unet_forward(x, params, *, padding="same", trace=None):
         cropped = center_crop(skip, *up.shape[-2:])  # (N, C, 2H, 2W)
         x = np.concatenate([cropped, up], axis=1)  # (N, 2C, 2H, 2W): encoder detail + decoder context
         if trace:
-            crop = (f"crop(enc{depth - step} {shape_text(skip.shape[1:])} → {shape_text(cropped.shape[1:])})"
-                    if cropped.shape != skip.shape else f"enc{depth - step} {shape_text(skip.shape[1:])}")
-            trace(stage, "concat", up, x, note=f"{crop} + up {shape_text(up.shape[1:])} → {shape_text(x.shape[1:])}")
+            crop = (
+                f"crop(enc{depth - step} {shape_text(skip.shape[1:])} → {shape_text(cropped.shape[1:])})"
+                if cropped.shape != skip.shape
+                else f"enc{depth - step} {shape_text(skip.shape[1:])}"
+            )
+            trace(
+                stage,
+                "concat",
+                up,
+                x,
+                note=f"{crop} + up {shape_text(up.shape[1:])} → {shape_text(x.shape[1:])}",
+            )
         x = double_conv(x, params, f"decoder.{step}", padding, trace, stage)  # (N, C, 2H, 2W)
 
     w, b = params["head.weight"], params["head.bias"]
@@ -333,7 +358,7 @@ def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchno
                 params[f"{prefix}.conv{conv}.bias"] = np.zeros(c_out, np.float32)
 
     channels = [base_channels * 2**level for level in range(depth + 1)]
-    for level, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-2], channels[:-1])):
+    for level, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-2], channels[:-1], strict=True)):
         add_double_conv(f"encoder.{level}", c_in, c_out)
     add_double_conv("bottleneck", channels[-2], channels[-1])
     for step, c in enumerate(reversed(channels[1:])):
@@ -351,20 +376,42 @@ def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchno
 
 def parse_args(argv=None):
     parser = ArgumentParser(description="Run a U-Net forward pass in NumPy and print its shape trace.")
-    parser.add_argument("--paper", action="store_true",
-                        help="the paper's network: 572×572×1 in, 64…1024 channels, valid padding, 2 classes")
-    parser.add_argument("--size", type=positive_int, default=64, help="input side in pixels (default %(default)s)")
-    parser.add_argument("--depth", type=positive_int, default=3, help="number of 2×2 pools (default %(default)s)")
-    parser.add_argument("--base", type=positive_int, default=8,
-                        help="channels of the first level, doubled at each level (default %(default)s)")
-    parser.add_argument("--padding", choices=PADDINGS, default="same",
-                        help="same keeps sizes (our default); valid is the paper's (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the image and the weights (default %(default)s)")
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's network: 572×572×1 in, 64…1024 channels, valid padding, 2 classes",
+    )
+    parser.add_argument(
+        "--size", type=positive_int, default=64, help="input side in pixels (default %(default)s)"
+    )
+    parser.add_argument(
+        "--depth", type=positive_int, default=3, help="number of 2×2 pools (default %(default)s)"
+    )
+    parser.add_argument(
+        "--base",
+        type=positive_int,
+        default=8,
+        help="channels of the first level, doubled at each level (default %(default)s)",
+    )
+    parser.add_argument(
+        "--padding",
+        choices=PADDINGS,
+        default="same",
+        help="same keeps sizes (our default); valid is the paper's (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the image and the weights (default %(default)s)"
+    )
     parser.add_argument("--figure", type=Path, help="also draw the architecture diagram to this PNG")
-    parser.add_argument("--weights", type=Path,
-                        help="a .npz written by 01_pytorch.py: run the trained net on fresh images")
-    parser.add_argument("--out", type=Path, default=Path("assets"),
-                        help="folder for numpy_unet_segmentation.png with --weights (default %(default)s)")
+    parser.add_argument(
+        "--weights", type=Path, help="a .npz written by 01_pytorch.py: run the trained net on fresh images"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("assets"),
+        help="folder for numpy_unet_segmentation.png with --weights (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.paper:
         args.size, args.depth, args.base, args.padding = 572, 4, 64, "valid"
@@ -375,10 +422,14 @@ def parse_args(argv=None):
 
 
 def print_totals(trace, params, depth):
-    total_params = sum(value.size for name, value in params.items() if "running" not in name and "num_batches" not in name)
+    total_params = sum(
+        value.size for name, value in params.items() if "running" not in name and "num_batches" not in name
+    )
     flops = sum(row["flops"] for row in trace.rows)
-    print(f"\ntotal: {total_params:,} parameters, {flops / 1e9:.1f} GFLOPs per image, "
-          f"receptive field {receptive_field(depth)}×{receptive_field(depth)} pixels")
+    print(
+        f"\ntotal: {total_params:,} parameters, {flops / 1e9:.2f} GFLOPs per image, "
+        f"receptive field {receptive_field(depth)}×{receptive_field(depth)} pixels"
+    )
 
 
 def run_random(args):
@@ -386,14 +437,18 @@ def run_random(args):
     out_channels = 2 if args.paper else 1
     params = init_params(1, out_channels, args.base, args.depth, batchnorm=not args.paper, seed=args.seed)
     images, _ = synthetic_circles(1, args.size, seed=args.seed)
-    print(f"U-Net: depth {args.depth}, base {args.base} channels, {args.padding} padding, "
-          f"one {args.size}×{args.size} circle image\n")
+    print(
+        f"U-Net: depth {args.depth}, base {args.base} channels, {args.padding} padding, "
+        f"one {args.size}×{args.size} circle image\n"
+    )
     print(TRACE_HEADER)
     trace = Trace()
     logits = unet_forward(images, params, padding=args.padding, trace=trace)
     probabilities = softmax(logits) if out_channels > 1 else sigmoid(logits)
-    print(f"{'out':<6} {'soft-max' if out_channels > 1 else 'sigmoid':<16} "
-          f"{shape_text(logits.shape[1:])} → {shape_text(probabilities.shape[1:])}: per-pixel class probabilities")
+    print(
+        f"{'out':<6} {'soft-max' if out_channels > 1 else 'sigmoid':<17} "
+        f"{shape_text(logits.shape[1:])} → {shape_text(probabilities.shape[1:])}: class probabilities"
+    )
     print_totals(trace, params, args.depth)
     return trace
 
@@ -409,8 +464,10 @@ def run_trained(args, parser):
     if problem:
         parser.error(f"argument --size: {problem}")
     images, masks = synthetic_circles(8, args.size, seed=args.seed + 20_000)
-    print(f"trained U-Net from {args.weights}: depth {depth}, {padding} padding; "
-          f"8 fresh {args.size}×{args.size} images\n")
+    print(
+        f"trained U-Net from {args.weights}: depth {depth}, {padding} padding; "
+        f"8 fresh {args.size}×{args.size} images\n"
+    )
     print(TRACE_HEADER)
     trace = Trace()
     logits = unet_forward(images, params, padding=padding, trace=trace)
@@ -420,9 +477,14 @@ def run_trained(args, parser):
     print_totals(trace, params, depth)
     print(f"\nDice of the NumPy forward pass against the ground truth: {per_image.mean():.4f}")
     path = args.out / "numpy_unet_segmentation.png"
-    save_segmentation_figure(center_crop(images, *preds.shape[-2:])[:4], target[:4], preds[:4], path,
-                             title=f"NumPy forward pass, trained weights: Dice {per_image.mean():.3f}",
-                             row_labels=[f"Dice {d:.3f}" for d in per_image[:4]])
+    save_segmentation_figure(
+        center_crop(images, *preds.shape[-2:])[:4],
+        target[:4],
+        preds[:4],
+        path,
+        title=f"NumPy forward pass, trained weights: Dice {per_image.mean():.3f}",
+        row_labels=[f"Dice {d:.3f}" for d in per_image[:4]],
+    )
     print(f"wrote {path}")
     return trace
 

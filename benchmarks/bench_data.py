@@ -18,8 +18,10 @@ def main():
         synthetic_circles(n, size=64, seed=seed)
         seconds.append(time.perf_counter() - start)
     rates = sorted(n / s for s in seconds)
-    print(f"synthetic_circles, 64×64, {n} images × {repeats} runs: "
-          f"median {statistics.median(rates):,.0f} images/s (min {rates[0]:,.0f}, max {rates[-1]:,.0f})")
+    print(
+        f"synthetic_circles, 64×64, {n} images × {repeats} runs: "
+        f"median {statistics.median(rates):,.0f} images/s (min {rates[0]:,.0f}, max {rates[-1]:,.0f})"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ def measure(framework, repeats):
     if framework == "torch":
         import torch
 
-        net = importlib.import_module("01_pytorch").UNet(
-            out_channels=2, base_channels=64, depth=4, padding="valid", batchnorm=False).eval()
+        net = (
+            importlib.import_module("01_pytorch")
+            .UNet(out_channels=2, base_channels=64, depth=4, padding="valid", batchnorm=False)
+            .eval()
+        )
         net.load_state_dict({name: torch.from_numpy(value) for name, value in params.items()})
         tensor = torch.from_numpy(image)
 
@@ -48,6 +51,7 @@ def measure(framework, repeats):
             with torch.inference_mode():
                 return net(tensor).numpy()
     else:
+
         def forward():
             return scratch.unet_forward(image, params, padding="valid")
 
@@ -65,7 +69,9 @@ def paper_gflops():
     scratch = importlib.import_module("00_scratch")
     trace = scratch.Trace(echo=False)
     image = np.zeros((1, 1, 572, 572), np.float32)
-    scratch.unet_forward(image, scratch.init_params(1, 2, 64, 4, batchnorm=False), padding="valid", trace=trace)
+    scratch.unet_forward(
+        image, scratch.init_params(1, 2, 64, 4, batchnorm=False), padding="valid", trace=trace
+    )
     return sum(row["flops"] for row in trace.rows) / 1e9
 
 
@@ -82,19 +88,28 @@ def main():
     results = {"numpy": [], "torch": []}
     for _ in range(args.rounds):
         for framework in results:
-            out = subprocess.run([sys.executable, __file__, "--child", framework, "--repeats", str(args.repeats)],
-                                 check=True, capture_output=True, text=True, cwd=ROOT).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", framework, "--repeats", str(args.repeats)],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            ).stdout
             results[framework].append(json.loads(out))
     gflops = paper_gflops()
-    print(f"paper U-Net forward, 572×572×1 → 388×388×2, {gflops:.1f} GFLOP; "
-          f"median of {args.rounds} processes × {args.repeats} passes")
+    print(
+        f"paper U-Net forward, 572×572×1 → 388×388×2, {gflops:.1f} GFLOP; "
+        f"median of {args.rounds} processes × {args.repeats} passes"
+    )
     summary = {}
     for framework, runs in results.items():
         seconds = statistics.median(run["seconds"] for run in runs)
         peak = statistics.median(run["peak_mib"] for run in runs)
         summary[framework] = (seconds, peak)
-        print(f"{framework:>6}: {seconds:6.2f} s  {gflops / seconds:6.1f} GFLOP/s  peak +{peak:6.0f} MiB  "
-              f"(each process: {', '.join(format(run['seconds'], '.2f') for run in runs)} s)")
+        print(
+            f"{framework:>6}: {seconds:6.2f} s  {gflops / seconds:6.1f} GFLOP/s  peak +{peak:6.0f} MiB  "
+            f"(each process: {', '.join(format(run['seconds'], '.2f') for run in runs)} s)"
+        )
     (np_s, np_mem), (pt_s, pt_mem) = summary["numpy"], summary["torch"]
     print(f"NumPy / PyTorch: time {np_s / pt_s:.2f}×, peak memory {np_mem / pt_mem:.2f}×")
 

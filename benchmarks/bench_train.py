@@ -25,8 +25,17 @@ lesson = importlib.import_module("01_pytorch")
 TARGET = 0.98
 EVAL_EVERY = 10
 RECIPES = {
-    "baseline": replace(lesson.TrainConfig(), base_channels=16, depth=4, lr=1e-3, schedule="constant",
-                        channels_last=False, mixed_precision=False, steps=300, epochs=100),
+    "baseline": replace(
+        lesson.TrainConfig(),
+        base_channels=16,
+        depth=4,
+        lr=1e-3,
+        schedule="constant",
+        channels_last=False,
+        mixed_precision=False,
+        steps=300,
+        epochs=100,
+    ),
     "default": lesson.TrainConfig(),
 }
 # Each lever of the default recipe undone alone, to see what it is worth (--ablations).
@@ -58,31 +67,42 @@ def main():
     recipes = {**RECIPES, **(ABLATIONS if args.ablations else {})}
     device = torch.device(args.device)
     config = lesson.TrainConfig()
-    data = [torch.from_numpy(array) for array in
-            (*synthetic_circles(config.train_size, config.size, seed=config.seed),
-             *synthetic_circles(config.val_size, config.size, seed=config.seed + 10_000))]
+    data = [
+        torch.from_numpy(array)
+        for array in (
+            *synthetic_circles(config.train_size, config.size, seed=config.seed),
+            *synthetic_circles(config.val_size, config.size, seed=config.seed + 10_000),
+        )
+    ]
 
     results = {name: [] for name in recipes}
     for round_number in range(args.rounds):
         for name, recipe in recipes.items():
             results[name].append(run(recipe, data, device))
             reached, final, rate = results[name][-1]
-            print(f"round {round_number + 1} {name:>24}: to Dice {TARGET}: "
-                  f"{'not reached' if reached is None else f'{reached:.1f} s'}, "
-                  f"final Dice {final:.4f}, {rate:.0f} images/s (evaluation included)", flush=True)
+            print(
+                f"round {round_number + 1} {name:>24}: to Dice {TARGET}: "
+                f"{'not reached' if reached is None else f'{reached:.1f} s'}, "
+                f"final Dice {final:.4f}, {rate:.0f} images/s (evaluation included)",
+                flush=True,
+            )
 
-    print(f"\nmedians over {args.rounds} rounds on {device.type} "
-          f"({torch.get_num_threads()} threads; evaluation every {EVAL_EVERY} steps counted in the time):")
+    print(
+        f"\nmedians over {args.rounds} rounds on {device.type} "
+        f"({torch.get_num_threads()} threads; evaluation every {EVAL_EVERY} steps counted in the time):"
+    )
     medians = {}
     for name, runs in results.items():
         times = [reached for reached, _, _ in runs if reached is not None]
         medians[name] = statistics.median(times) if len(times) == len(runs) else None
         recipe = recipes[name]
-        print(f"{name:>24}: base {recipe.base_channels}, depth {recipe.depth}, lr {recipe.lr} {recipe.schedule}, "
-              f"channels_last {recipe.channels_last}: "
-              f"{'not always reached' if medians[name] is None else f'{medians[name]:.1f} s'} to Dice {TARGET}, "
-              f"final Dice {statistics.median(f for _, f, _ in runs):.4f}, "
-              f"{statistics.median(r for _, _, r in runs):.0f} images/s")
+        print(
+            f"{name:>24}: base {recipe.base_channels}, depth {recipe.depth}, "
+            f"lr {recipe.lr} {recipe.schedule}, channels_last {recipe.channels_last}: "
+            f"{'not always' if medians[name] is None else f'{medians[name]:.1f} s'} to Dice {TARGET}, "
+            f"final Dice {statistics.median(f for _, f, _ in runs):.4f}, "
+            f"{statistics.median(r for _, _, r in runs):.0f} images/s"
+        )
     if None not in medians.values():
         print(f"time to Dice {TARGET}, default / baseline: {medians['default'] / medians['baseline']:.2f}")
 

@@ -53,9 +53,7 @@ def synthetic_circles(
         inside = (pixel[:, None] - cy) ** 2 + (pixel[None, :] - cx) ** 2 <= r**2  # (b, most, size, size)
         mask = (inside & present[batch, :, None, None]).any(axis=1)  # (b, size, size)
         masks[batch, 0] = mask
-        noisy = steps[batch, None, None] * mask + noise * rng.standard_normal(
-            mask.shape, dtype=np.float32
-        )
+        noisy = steps[batch, None, None] * mask + noise * rng.standard_normal(mask.shape, dtype=np.float32)
         images[batch, 0] = standardize(noisy)
     return images, masks
 

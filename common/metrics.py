@@ -59,9 +59,7 @@ def boundary(mask):
     - (N, H, W) bool, the one-pixel-thick outline of every object
     """
     padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
-    interior = (
-        padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
-    )
+    interior = padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
     return mask & ~interior
 
 

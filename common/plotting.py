@@ -33,7 +33,7 @@ def save_segmentation_figure(images, masks, preds, path, *, title=None, row_labe
     axes = figure.subplots(rows, len(COLUMNS), squeeze=False)
     for row in range(rows):
         panels = (images[row, 0], masks[row, 0], preds[row, 0])
-        for column, (panel, name) in enumerate(zip(panels, COLUMNS)):
+        for column, (panel, name) in enumerate(zip(panels, COLUMNS, strict=True)):
             ax = axes[row, column]
             ax.imshow(panel, cmap="gray", interpolation="nearest")
             ax.set_xticks([])
@@ -121,6 +121,9 @@ def save_architecture_figure(rows, path):
     ax.set_xlim(-0.5, x + 0.5)
     ax.set_ylim(-LEVEL_GAP * depth - 1.2, 1.2)
     ax.axis("off")
-    ax.set_title("U-Net: boxes are feature maps (channels above, side below). Black: 3×3 conv; "
-                 "red: max-pool 2×2; green: up-conv 2×2; grey: copy (and crop)", fontsize=11)
+    ax.set_title(
+        "U-Net: boxes are feature maps (channels above, side below). Black: 3×3 conv; "
+        "red: max-pool 2×2; green: up-conv 2×2; grey: copy (and crop)",
+        fontsize=11,
+    )
     save_figure(figure, path)

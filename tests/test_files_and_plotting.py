@@ -31,8 +31,10 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_weights_npz_round_trip_without_pickle(tmp_path):
-    state = {"encoder.0.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3),
-             "bn.num_batches_tracked": np.array(7)}
+    state = {
+        "encoder.0.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3),
+        "bn.num_batches_tracked": np.array(7),
+    }
     save_weights_npz(tmp_path / "w.npz", state, {"depth": 2, "padding": "same"})
     params, config = load_weights_npz(tmp_path / "w.npz")
     assert config == {"depth": 2, "padding": "same"}

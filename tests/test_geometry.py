@@ -8,11 +8,14 @@ def test_paper_sizes():
     assert output_size(572, 4, "valid") == 388
 
 
-@pytest.mark.parametrize("size, depth, padding, nearest", [
-    (570, 4, "valid", (556, 572)),
-    (100, 3, "same", (96, 104)),
-    (65, 4, "same", (64, 80)),
-])
+@pytest.mark.parametrize(
+    "size, depth, padding, nearest",
+    [
+        (570, 4, "valid", (556, 572)),
+        (100, 3, "same", (96, 104)),
+        (65, 4, "same", (64, 80)),
+    ],
+)
 def test_invalid_sizes_name_their_neighbours(size, depth, padding, nearest):
     assert output_size(size, depth, padding) is None
     assert nearest_valid_sizes(size, depth, padding) == nearest

@@ -96,22 +96,40 @@ def test_numpy_runs_the_trained_weights_like_torch(tiny_run, scratch, pytorch_sc
     assert (torch_masks == numpy_masks).mean() >= 0.999
 
     result = subprocess.run(
-        [sys.executable, "00_scratch.py", "--weights", str(tiny_run[0] / "ckpt" / "net.npz"), "--out", str(tmp_path)],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            "00_scratch.py",
+            "--weights",
+            str(tiny_run[0] / "ckpt" / "net.npz"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "Dice of the NumPy forward pass against the ground truth: 0." in result.stdout
     assert (tmp_path / "numpy_unet_segmentation.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--size", "60"], "argument --size: size 60 does not fit a depth-3 U-Net with same padding"),
-    (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
-    (["--steps", "0"], "argument --steps: expected a whole number > 0, got '0'"),
-    (["--batch-size", "64", "--train-size", "32"], "argument --batch-size: 64 is more than --train-size 32"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "60"], "argument --size: size 60 does not fit a depth-3 U-Net with same padding"),
+        (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+        (["--steps", "0"], "argument --steps: expected a whole number > 0, got '0'"),
+        (
+            ["--batch-size", "64", "--train-size", "32"],
+            "argument --batch-size: 64 is more than --train-size 32",
+        ),
+    ],
+)
 def test_bad_arguments_are_one_line_and_exit_2(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "01_pytorch.py", *args, "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "01_pytorch.py", *args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"01_pytorch.py: error: {message}")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -120,8 +138,11 @@ def test_bad_arguments_are_one_line_and_exit_2(args, message, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_missing_cuda_is_said_not_silently_replaced(tmp_path):
-    result = subprocess.run([sys.executable, "01_pytorch.py", "--device", "cuda", "--out", str(tmp_path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "01_pytorch.py", "--device", "cuda", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "cuda is not available on this machine" in result.stderr
 
@@ -130,10 +151,26 @@ def test_missing_cuda_is_said_not_silently_replaced(tmp_path):
 def test_make_demo_end_to_end(tmp_path):
     """The README's `make demo`, with a short training and every file written to tmp_path."""
     result = subprocess.run(
-        ["make", "demo", f"PY={sys.executable}", "INSTALLED=", f"OUT={tmp_path}",
-         f"CHECKPOINT={tmp_path}/net.pt", "TRAIN_ARGS=" + " ".join(TINY)],
-        capture_output=True, text=True)
+        [
+            "make",
+            "demo",
+            f"PY={sys.executable}",
+            "INSTALLED=",
+            f"OUT={tmp_path}",
+            f"CHECKPOINT={tmp_path}/net.pt",
+            "TRAIN_ARGS=" + " ".join(TINY),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("unet_architecture.png", "pytorch_unet_segmentation.png", "training_curves.png",
-                 "metrics.json", "net.pt", "net.npz", "numpy_unet_segmentation.png"):
+    for name in (
+        "unet_architecture.png",
+        "pytorch_unet_segmentation.png",
+        "training_curves.png",
+        "metrics.json",
+        "net.pt",
+        "net.npz",
+        "numpy_unet_segmentation.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0

@@ -52,8 +52,14 @@ def test_up_conv_by_hand(scratch):
 
 def test_batch_norm_and_activations_by_hand(scratch):
     x = np.array([1.0, 3.0], np.float32).reshape(1, 2, 1, 1)
-    out = scratch.batch_norm(x.copy(), weight=np.array([2.0, 1.0]), bias=np.array([0.0, 1.0]),
-                             running_mean=np.array([1.0, 1.0]), running_var=np.array([4.0, 1.0]), eps=0.0)
+    out = scratch.batch_norm(
+        x.copy(),
+        weight=np.array([2.0, 1.0]),
+        bias=np.array([0.0, 1.0]),
+        running_mean=np.array([1.0, 1.0]),
+        running_var=np.array([4.0, 1.0]),
+        eps=0.0,
+    )
     np.testing.assert_allclose(out.ravel(), [0.0, 3.0])  # (1-1)/2·2+0, (3-1)/1·1+1
     np.testing.assert_allclose(scratch.sigmoid(np.array([0.0, -1000.0, 1000.0])), [0.5, 0.0, 1.0])
     probs = scratch.softmax(np.array([0.0, np.log(3.0)]).reshape(1, 2, 1, 1))
@@ -80,8 +86,11 @@ def test_forward_equals_pytorch(scratch, pytorch_script, padding, batchnorm, dep
     smallest = next(s for s in itertools.count(2) if output_size(s, depth, padding))
     size = smallest + 2**depth
     torch.manual_seed(depth)
-    net = randomized(pytorch_script.UNet(in_channels=2, out_channels=3, base_channels=4, depth=depth,
-                                         padding=padding, batchnorm=batchnorm))
+    net = randomized(
+        pytorch_script.UNet(
+            in_channels=2, out_channels=3, base_channels=4, depth=depth, padding=padding, batchnorm=batchnorm
+        )
+    )
     params = {name: value.numpy() for name, value in net.state_dict().items()}
     x = torch.randn(2, 2, size, size)
     with torch.no_grad():
@@ -93,7 +102,9 @@ def test_forward_equals_pytorch(scratch, pytorch_script, padding, batchnorm, dep
 
 def test_init_params_has_the_state_dict_keys_and_shapes(scratch, pytorch_script):
     for batchnorm in (True, False):
-        net = pytorch_script.UNet(in_channels=1, out_channels=2, base_channels=4, depth=3, batchnorm=batchnorm)
+        net = pytorch_script.UNet(
+            in_channels=1, out_channels=2, base_channels=4, depth=3, batchnorm=batchnorm
+        )
         expected = {name: tuple(value.shape) for name, value in net.state_dict().items()}
         params = scratch.init_params(1, 2, 4, 3, batchnorm)
         assert {name: value.shape for name, value in params.items()} == expected
@@ -110,7 +121,9 @@ def test_paper_trace_shapes_and_parameters(scratch):
     params = scratch.init_params(1, 2, 64, 4, batchnorm=False)
     trace = scratch.Trace(echo=False)
     # The shapes do not depend on the values; a zero image keeps the test fast enough.
-    logits = scratch.unet_forward(np.zeros((1, 1, 572, 572), np.float32), params, padding="valid", trace=trace)
+    logits = scratch.unet_forward(
+        np.zeros((1, 1, 572, 572), np.float32), params, padding="valid", trace=trace
+    )
     assert logits.shape == (1, 2, 388, 388)
     convs = [row["shape_out"] for row in trace.rows if row["op"].startswith("conv 3×3")]
     assert convs[:4] == [(64, 570, 570), (64, 568, 568), (128, 282, 282), (128, 280, 280)]
@@ -133,17 +146,20 @@ def test_receptive_field_by_perturbation(scratch):
     # An input pixel reaches outputs at most (field - 1) / 2 away on either side... up to the pool
     # phase, so the span is at most the receptive field.
     assert rows.max() - rows.min() + 1 <= scratch.receptive_field(depth)
-    assert rows.max() - rows.min() + 1 >= scratch.receptive_field(depth) - 2 ** depth
+    assert rows.max() - rows.min() + 1 >= scratch.receptive_field(depth) - 2**depth
 
 
 def run_script(*args, cwd=None):
     return subprocess.run([sys.executable, "00_scratch.py", *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("args, nearest", [
-    (["--paper", "--size", "570"], "556 or 572"),
-    (["--size", "100", "--depth", "3"], "96 or 104"),
-])
+@pytest.mark.parametrize(
+    "args, nearest",
+    [
+        (["--paper", "--size", "570"], "556 or 572"),
+        (["--size", "100", "--depth", "3"], "96 or 104"),
+    ],
+)
 def test_invalid_size_is_one_line_and_exit_2(args, nearest):
     if args[0] == "--paper":
         args = ["--size", "570", "--depth", "4", "--padding", "valid", "--base", "4"]
@@ -165,8 +181,10 @@ def test_default_run_prints_the_trace(tmp_path):
     result = run_script("--figure", str(tmp_path / "arch.png"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.startswith("dec1   concat") and "enc1 (8, 64, 64) + up (8, 64, 64) → (16, 64, 64)" in line
-               for line in lines)
+    assert any(
+        line.startswith("dec1   concat") and "enc1 (8, 64, 64) + up (8, 64, 64) → (16, 64, 64)" in line
+        for line in lines
+    )
     assert "121,033 parameters" in result.stdout  # the torch net's count for base 8, depth 3
     assert max(len(line) for line in lines) <= 100
     assert (tmp_path / "arch.png").read_bytes()[:4] == b"\x89PNG"
