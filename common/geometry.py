@@ -39,7 +39,11 @@ def size_error(size, depth, padding):
         return None
     below, above = nearest_valid_sizes(size, depth, padding)
     nearest = f"{below} or {above}" if below else f"{above}"
+    if padding == "same":
+        reason = f"each of its {depth} pools halves an even side, so it must be a multiple of {2**depth}"
+    else:
+        reason = "each pool needs an even side after every level's two convolutions trim 4 px"
     return (
-        f"size {size} does not fit a depth-{depth} U-Net with {padding} padding "
-        f"(each 2×2 pool needs an even side, each valid conv 2 px to spare); nearest valid sizes: {nearest}"
+        f"size {size} does not fit a depth-{depth} U-Net with {padding} padding ({reason}); "
+        f"nearest valid sizes: {nearest}"
     )
