@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from common.cli import ArgumentParser, positive_int
+from common.cli import ArgumentParser, non_negative_int, positive_int
 from common.data import synthetic_circles
-from common.files import load_weights_npz
+from common.files import CheckpointError, first_mismatch, load_weights_npz, unwritable_reason
 from common.geometry import PADDINGS, size_error
 from common.metrics import dice
 from common.plotting import save_architecture_figure, save_segmentation_figure
@@ -374,7 +374,35 @@ def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchno
 # ----------------------------------------------------------------------------- main
 
 
+def load_trained(path):
+    """(params, padding) from a .npz that 01_pytorch.py wrote, checked against the network its
+    config describes, so that a file from another architecture fails here with its first
+    mismatched key, not deep inside a matrix product."""
+    params, config = load_weights_npz(path)
+    try:
+        expected = init_params(
+            config["in_channels"],
+            config["out_channels"],
+            config["base_channels"],
+            config["depth"],
+            config["batchnorm"],
+        )
+        padding = config["padding"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an incomplete config ({error!r})") from None
+    if padding not in PADDINGS:
+        raise CheckpointError(f"{path} asks for padding {padding!r}; expected one of {', '.join(PADDINGS)}")
+    problem = first_mismatch(
+        {name: value.shape for name, value in params.items()},
+        {name: value.shape for name, value in expected.items()},
+    )
+    if problem:
+        raise CheckpointError(f"{path} does not fit the network its config describes: {problem}")
+    return params, padding
+
+
 def parse_args(argv=None):
+    """The options, checked before any work: (args, trained weights or None)."""
     parser = ArgumentParser(description="Run a U-Net forward pass in NumPy and print its shape trace.")
     parser.add_argument(
         "--paper",
@@ -400,7 +428,10 @@ def parse_args(argv=None):
         help="same keeps sizes (our default); valid is the paper's (default %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seeds the image and the weights (default %(default)s)"
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds the image and the weights (default %(default)s)",
     )
     parser.add_argument("--figure", type=Path, help="also draw the architecture diagram to this PNG")
     parser.add_argument(
@@ -415,10 +446,26 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.paper:
         args.size, args.depth, args.base, args.padding = 572, 4, 64, "valid"
+
+    trained = None
+    if args.weights:
+        try:
+            trained = load_trained(args.weights)
+        except CheckpointError as error:
+            parser.error(f"argument --weights: {error}")
+        args.depth, args.padding = network_depth(trained[0]), trained[1]
     problem = size_error(args.size, args.depth, args.padding)
-    if problem and not args.weights:
+    if problem:
         parser.error(f"argument --size: {problem}")
-    return args, parser
+    folders = {
+        "--figure": args.figure.parent if args.figure else None,
+        "--out": args.out if args.weights else None,
+    }
+    for option, folder in folders.items():
+        problem = folder is not None and unwritable_reason(folder)
+        if problem:
+            parser.error(f"argument {option}: {problem}")
+    return args, trained
 
 
 def print_totals(trace, params, depth):
@@ -453,16 +500,9 @@ def run_random(args):
     return trace
 
 
-def run_trained(args, parser):
+def run_trained(args, params, padding):
     """The weights 01_pytorch.py trained, on circle images it never saw: NumPy alone segments them."""
-    try:
-        params, config = load_weights_npz(args.weights)
-    except (OSError, ValueError, KeyError) as error:
-        parser.error(f"argument --weights: cannot read {args.weights}: {error}")
-    depth, padding = network_depth(params), config["padding"]
-    problem = size_error(args.size, depth, padding)
-    if problem:
-        parser.error(f"argument --size: {problem}")
+    depth = network_depth(params)
     images, masks = synthetic_circles(8, args.size, seed=args.seed + 20_000)
     print(
         f"trained U-Net from {args.weights}: depth {depth}, {padding} padding; "
@@ -471,7 +511,9 @@ def run_trained(args, parser):
     print(TRACE_HEADER)
     trace = Trace()
     logits = unet_forward(images, params, padding=padding, trace=trace)
-    preds = (sigmoid(logits) > 0.5).astype(np.float32)
+    # One output channel: its sigmoid is P(circle). Several: the soft-max's most likely class.
+    foreground = sigmoid(logits) > 0.5 if logits.shape[1] == 1 else softmax(logits).argmax(1)[:, None] > 0
+    preds = foreground.astype(np.float32)
     target = center_crop(masks, *preds.shape[-2:])
     per_image = dice(preds, target, per_image=True)
     print_totals(trace, params, depth)
@@ -490,8 +532,8 @@ def run_trained(args, parser):
 
 
 def main(argv=None):
-    args, parser = parse_args(argv)
-    trace = run_trained(args, parser) if args.weights else run_random(args)
+    args, trained = parse_args(argv)
+    trace = run_trained(args, *trained) if trained else run_random(args)
     if args.figure:
         save_architecture_figure(trace.rows, args.figure)
         print(f"wrote {args.figure}")

@@ -9,8 +9,11 @@ the training loop → the outputs (figure, curves, metrics.json, checkpoint) →
 
 import functools
 import math
+import pickle
+import re
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,9 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common.cli import ArgumentParser, positive_float, positive_int
+from common.cli import ArgumentParser, non_negative_int, positive_float, positive_int
 from common.data import synthetic_circles
-from common.files import atomic_write, save_json, save_weights_npz
+from common.files import (
+    CheckpointError,
+    atomic_write,
+    first_mismatch,
+    save_json,
+    save_weights_npz,
+    unwritable_reason,
+)
 from common.geometry import size_error
 from common.metrics import boundary_f1, dice, iou
 from common.plotting import save_segmentation_figure, save_training_curves
@@ -265,7 +275,11 @@ def make_scheduler(optimizer, config, total_steps):
     )
 
 
-def train(model, data, config, device, autocast):
+class Diverged(Exception):
+    """The loss became NaN or infinite: every later step would train on garbage."""
+
+
+def train(model, optimizer, data, config, device, autocast):
     """Adam on shuffled batches; validates every `eval_every` steps and after the last one.
 
     Returns the history: one entry per validation, `seconds` counted from the first step.
@@ -274,7 +288,6 @@ def train(model, data, config, device, autocast):
     total_steps = config.epochs * (len(train_images) // config.batch_size)
     if config.steps is not None:
         total_steps = min(total_steps, config.steps)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = make_scheduler(optimizer, config, total_steps)
     batches = shuffled_batches(
         len(train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
@@ -285,7 +298,10 @@ def train(model, data, config, device, autocast):
     for step in tqdm(range(1, total_steps + 1), desc="training", unit="step", file=sys.stdout):
         index = next(batches)
         images, masks = train_images[index].to(device), train_masks[index].to(device)
-        losses.append(train_step(model, images, masks, optimizer, scheduler, autocast))
+        loss = train_step(model, images, masks, optimizer, scheduler, autocast)
+        if not math.isfinite(loss):
+            raise Diverged(f"the loss became {loss} at step {step}")
+        losses.append(loss)
         if step % config.eval_every == 0 or step == total_steps:
             scores, _ = evaluate(model, val_images, val_masks, device, autocast)
             history.append(
@@ -309,12 +325,56 @@ def train(model, data, config, device, autocast):
 # ----------------------------------------------------------------------------- outputs
 
 
-def save_checkpoint(model, kwargs, path):
-    """`.pt` for PyTorch (read back with weights_only=True) and a same-stem `.npz` with the
-    same keys for 00_scratch.py, which runs the trained net without torch."""
+def save_checkpoint(model, optimizer, kwargs, path):
+    """`.pt` for PyTorch — weights, the UNet keyword arguments, and Adam's moments for --resume —
+    and a same-stem `.npz` with the same weights under the same keys for 00_scratch.py, which
+    runs the trained net without torch."""
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    atomic_write(path, lambda file: torch.save({"state_dict": state, "config": kwargs}, file))
+    checkpoint = {"state_dict": state, "config": kwargs, "optimizer": optimizer.state_dict()}
+    atomic_write(path, lambda file: torch.save(checkpoint, file))
     save_weights_npz(Path(path).with_suffix(".npz"), state, kwargs)
+
+
+def load_checkpoint(path, kwargs):
+    """A checkpoint of this script for a UNet(**kwargs), or CheckpointError saying why not.
+
+    `weights_only=True` unpickles tensors and plain containers only: a file that asks for
+    anything else (a function to call, say) is refused before any of it runs.
+    """
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says more
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        if refused:
+            raise CheckpointError(
+                f"{path} was refused: loading it would call {refused.group(1)}, and this script never "
+                "runs code from a file"
+            ) from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint") from None
+    except (RuntimeError, OSError, EOFError, ValueError):
+        raise CheckpointError(f"{path} is damaged or truncated") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "config", "optimizer"} <= checkpoint.keys():
+        raise CheckpointError(
+            f"{path} was not written by 01_pytorch.py (it lacks state_dict, config or optimizer)"
+        )
+    if checkpoint["config"] != kwargs:
+        differences = ", ".join(
+            f"{name}={checkpoint['config'].get(name)} (this run: {value})"
+            for name, value in kwargs.items()
+            if checkpoint["config"].get(name) != value
+        )
+        raise CheckpointError(f"{path} was trained with {differences}; pass the same options to resume it")
+    expected = {name: tuple(value.shape) for name, value in UNet(**kwargs).state_dict().items()}
+    problem = first_mismatch(
+        {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}, expected
+    )
+    if problem:
+        raise CheckpointError(f"{path} does not fit this network: {problem}")
+    return checkpoint
 
 
 def save_outputs(out, config, history, final, val, preds):
@@ -399,7 +459,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=defaults.seed,
         help="seeds the data, the weights and the batch order (default %(default)s)",
     )
@@ -432,6 +492,11 @@ def parse_args(argv=None):
         default=Path("checkpoints/unet_circles.pt"),
         help="where to save the weights; a .npz with the same stem goes beside it",
     )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="start from this checkpoint's weights and optimizer state (same network options)",
+    )
     args = parser.parse_args(argv)
 
     config = TrainConfig(
@@ -459,11 +524,25 @@ def parse_args(argv=None):
     device, problem = pick_device(config.device)
     if problem:
         parser.error(problem)
-    return config, device, args.out, args.checkpoint
+    if args.checkpoint.suffix == ".npz":
+        parser.error("argument --checkpoint: give a .pt path; the .npz is written beside it")
+    for option, folder in (("--out", args.out), ("--checkpoint", args.checkpoint.parent)):
+        problem = unwritable_reason(folder)
+        if problem:
+            parser.error(f"argument {option}: {problem}")
+    if args.checkpoint.is_dir():
+        parser.error(f"argument --checkpoint: {args.checkpoint} is a folder; give a file name ending in .pt")
+    resumed = None
+    if args.resume:
+        try:
+            resumed = load_checkpoint(args.resume, model_kwargs(config))
+        except CheckpointError as error:
+            parser.error(f"argument --resume: {error}")
+    return config, device, args, resumed
 
 
 def main(argv=None):
-    config, device, out, checkpoint = parse_args(argv)
+    config, device, paths, resumed = parse_args(argv)
     torch.manual_seed(config.seed)
 
     train_images, train_masks = map(
@@ -475,26 +554,44 @@ def main(argv=None):
     )
 
     model = build_model(config, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if resumed:
+        model.load_state_dict(resumed["state_dict"])
+        optimizer.load_state_dict(resumed["optimizer"])
     autocast = autocast_for(config, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"UNet(base_channels={config.base_channels}, depth={config.depth}): {n_params:,} parameters, "
         f"training on {device.type}, {config.train_size} images of {config.size}×{config.size}"
+        + (f", resuming {paths.resume}" if resumed else "")
     )
 
-    history = train(model, (train_images, train_masks, val_images, val_masks), config, device, autocast)
+    try:
+        history = train(
+            model, optimizer, (train_images, train_masks, val_images, val_masks), config, device, autocast
+        )
+    except Diverged as error:
+        sys.exit(f"01_pytorch.py: {error}; nothing was saved. Try a lower --lr (this run: {config.lr}).")
     final, preds = evaluate(model, val_images, val_masks, device, autocast)
-    save_outputs(out, config, history, final, (val_images.numpy(), val_masks.numpy()), preds)
-    save_checkpoint(model, model_kwargs(config), checkpoint)
+    save_outputs(paths.out, config, history, final, (val_images.numpy(), val_masks.numpy()), preds)
+    save_checkpoint(model, optimizer, model_kwargs(config), paths.checkpoint)
     print(
         f"final: val Dice {final['val_dice']:.4f}  IoU {final['val_iou']:.4f}  "
         f"boundary F1 {final['val_boundary_f1']:.4f}  ({history[-1]['seconds']:.1f} s of training)"
     )
     print(
-        f"wrote {out / 'pytorch_unet_segmentation.png'}, {out / 'training_curves.png'}, "
-        f"{out / 'metrics.json'}, {checkpoint} and {checkpoint.with_suffix('.npz')}"
+        f"wrote {paths.out / 'pytorch_unet_segmentation.png'}, {paths.out / 'training_curves.png'}, "
+        f"{paths.out / 'metrics.json'}, {paths.checkpoint} and {paths.checkpoint.with_suffix('.npz')}"
     )
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Every write is atomic, so whatever was on disk before is still whole.
+        print(
+            "01_pytorch.py: interrupted; files written before now are whole, none half-written",
+            file=sys.stderr,
+        )
+        sys.exit(130)  # the shell's convention for a program ended by Ctrl-C (128 + SIGINT)

@@ -11,11 +11,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text):
-    value = int(text) if text.lstrip("+").isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+def _whole_number(text, smallest):
+    value = int(text) if text.lstrip("+").isdigit() else -1
+    if value < smallest:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ {smallest}, got {text!r}")
     return value
+
+
+def positive_int(text):
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text):
+    return _whole_number(text, 0)
 
 
 def positive_float(text):

@@ -117,7 +117,7 @@ def test_numpy_runs_the_trained_weights_like_torch(tiny_run, scratch, pytorch_sc
     [
         (["--size", "60"], "argument --size: size 60 does not fit a depth-3 U-Net with same padding"),
         (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
-        (["--steps", "0"], "argument --steps: expected a whole number > 0, got '0'"),
+        (["--steps", "0"], "argument --steps: expected a whole number ≥ 1, got '0'"),
         (
             ["--batch-size", "64", "--train-size", "32"],
             "argument --batch-size: 64 is more than --train-size 32",
