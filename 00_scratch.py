@@ -205,9 +205,24 @@ TRACE_WIDTH = 100
 TRACE_HEADER = f"{'stage':<6} {'op':<17} {'(C, H, W) in → out':<44} {'params':>11} {'MFLOPs':>10}"
 
 
-def conv_cost(w, out):
-    """(parameters, FLOPs) of a convolution: 2 FLOPs (multiply, add) per weight per output pixel."""
-    return w.size, 2 * w.size * out.shape[2] * out.shape[3]
+def conv_cost(w, b, out, batchnorm=False):
+    """(parameters, FLOPs) of a convolution: 2 FLOPs (multiply, add) per weight per output
+    pixel; the parameters count its bias and batch norm's scale and shift, as PyTorch does."""
+    params = w.size + (0 if b is None else b.size) + (2 * w.shape[0] if batchnorm else 0)
+    return params, 2 * w.size * out.shape[2] * out.shape[3]
+
+
+def up_conv_cost(w, b, x):
+    """(parameters, FLOPs) of an up-convolution: every input pixel meets every weight once."""
+    return w.size + b.size, 2 * w.size * x.shape[2] * x.shape[3]
+
+
+def concat_note(name, skip, cropped, up, joined):
+    """What a skip connection joins, e.g. "crop(enc4 (512, 64, 64) → (512, 56, 56)) + up …"."""
+    encoder = f"{name} {shape_text(skip.shape[1:])}"
+    if cropped.shape != skip.shape:
+        encoder = f"crop({encoder} → {shape_text(cropped.shape[1:])})"
+    return f"{encoder} + up {shape_text(up.shape[1:])} → {shape_text(joined.shape[1:])}"
 
 
 # ----------------------------------------------------------------------------- the network
@@ -224,16 +239,13 @@ def conv_step(x, params, name, padding, trace, stage):
         )
     out = relu(out)
     if trace:
-        weights, flops = conv_cost(w, out)
-        bn_params = 2 * w.shape[0] if f"{bn}.weight" in params else 0
-        bias = 0 if b is None else b.size
+        batchnorm = f"{bn}.weight" in params
         trace(
             stage,
-            "conv 3×3" + (" BN" if bn_params else "") + " ReLU",
+            "conv 3×3 BN ReLU" if batchnorm else "conv 3×3 ReLU",
             x,
             out,
-            weights + bias + bn_params,
-            flops,
+            *conv_cost(w, b, out, batchnorm),
         )
     return out
 
@@ -283,30 +295,18 @@ def unet_forward(x, params, *, padding="same", trace=None):
         up = up_conv2x2(x, w, b)  # (N, C, 2H, 2W)
         stage = f"dec{depth - step}"
         if trace:
-            trace(stage, "up-conv 2×2", x, up, w.size + b.size, 2 * w.size * x.shape[2] * x.shape[3])
+            trace(stage, "up-conv 2×2", x, up, *up_conv_cost(w, b, x))
         skip = skips.pop()
         cropped = center_crop(skip, *up.shape[-2:])  # (N, C, 2H, 2W)
         x = np.concatenate([cropped, up], axis=1)  # (N, 2C, 2H, 2W): encoder detail + decoder context
         if trace:
-            crop = (
-                f"crop(enc{depth - step} {shape_text(skip.shape[1:])} → {shape_text(cropped.shape[1:])})"
-                if cropped.shape != skip.shape
-                else f"enc{depth - step} {shape_text(skip.shape[1:])}"
-            )
-            trace(
-                stage,
-                "concat",
-                up,
-                x,
-                note=f"{crop} + up {shape_text(up.shape[1:])} → {shape_text(x.shape[1:])}",
-            )
+            trace(stage, "concat", up, x, note=concat_note(f"enc{depth - step}", skip, cropped, up, x))
         x = double_conv(x, params, f"decoder.{step}", padding, trace, stage)  # (N, C, 2H, 2W)
 
     w, b = params["head.weight"], params["head.bias"]
     logits = conv2d(x, w, b, "valid")  # 1×1: (N, K, H, W), one score per class and pixel
     if trace:
-        weights, flops = conv_cost(w, logits)
-        trace("head", "conv 1×1", x, logits, weights + b.size, flops)
+        trace("head", "conv 1×1", x, logits, *conv_cost(w, b, logits))
     return logits
 
 

@@ -78,6 +78,15 @@ def _draw_map(ax, x, level, channels, side, biggest, color):
     return x + width
 
 
+def _level(stage, depth):
+    """Row of the U for a trace stage: enc1/dec1/head on top (0), bottom at `depth`."""
+    if stage == "bottom":
+        return depth
+    if stage == "head":
+        return 0
+    return int(stage[3:]) - 1  # encN, decN
+
+
 def _arrow(ax, start, end, color, **style):
     ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color=color, **style))
 
@@ -98,7 +107,7 @@ def save_architecture_figure(rows, path):
     x, last, skips = 0.0, None, {}
     for row in rows:
         stage, op, (channels, side, _) = row["stage"], row["op"], row["shape_out"]
-        level = depth if stage == "bottom" else max(int(stage[3:]) - 1, 0) if stage != "head" else 0
+        level = _level(stage, depth)
         y = -LEVEL_GAP * level
         if op.startswith("conv"):
             if last is not None:
