@@ -6,7 +6,7 @@ inside a circle?), the ground truth is exact, and any amount of data is free.
 
 import numpy as np
 
-CHUNK = 256  # images drawn at once: bounds the (chunk, circles, size, size) distance array
+CHUNK_PIXELS = 2**20  # pixels drawn at once (256 images of 64×64): bounds the temporary arrays
 
 
 def synthetic_circles(
@@ -45,13 +45,16 @@ def synthetic_circles(
     pixel = np.arange(size, dtype=np.float32) + 0.5  # pixel centres
     masks = np.empty((n, 1, size, size), dtype=np.float32)
     images = np.empty((n, 1, size, size), dtype=np.float32)
-    for start in range(0, n, CHUNK):
-        batch = slice(start, start + CHUNK)
-        cy = centers[batch, :, 0, None, None]  # (b, most, 1, 1)
-        cx = centers[batch, :, 1, None, None]
-        r = radii[batch, :, None, None]
-        inside = (pixel[:, None] - cy) ** 2 + (pixel[None, :] - cx) ** 2 <= r**2  # (b, most, size, size)
-        mask = (inside & present[batch, :, None, None]).any(axis=1)  # (b, size, size)
+    chunk = max(1, CHUNK_PIXELS // (size * size))
+    for start in range(0, n, chunk):
+        batch = slice(start, start + chunk)
+        mask = np.zeros((len(counts[batch]), size, size), dtype=bool)  # (b, size, size)
+        for k in range(most):  # a few circles: vectorised over images and pixels, looped over circles
+            cy = centers[batch, k, 0, None, None]  # (b, 1, 1)
+            cx = centers[batch, k, 1, None, None]
+            r = radii[batch, k, None, None]
+            inside = (pixel[:, None] - cy) ** 2 + (pixel[None, :] - cx) ** 2 <= r**2  # (b, size, size)
+            mask |= inside & present[batch, k, None, None]
         masks[batch, 0] = mask
         noisy = steps[batch, None, None] * mask + noise * rng.standard_normal(mask.shape, dtype=np.float32)
         images[batch, 0] = standardize(noisy)

@@ -276,6 +276,7 @@ def test_ctrl_c_stops_quickly_and_keeps_every_file_whole(trained, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # so that the first line arrives while it trains
     )
     for line in process.stdout:  # wait until training has begun
         if line.startswith("UNet("):
