@@ -69,3 +69,28 @@ def standardize(images):
     mean = images.mean(axis=(-2, -1), keepdims=True)
     std = images.std(axis=(-2, -1), keepdims=True)
     return ((images - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+
+
+def circle_image(size, circles, seed=0):
+    """One large (size, size) grey image in [0, 1] of many circles, with the training data's
+    radii in pixels (5-14 px) and noise: something to try `01_pytorch.py --predict` on."""
+    scale = 64 / size  # radius fractions are relative to the 64-px training images
+    images, _ = synthetic_circles(
+        1, size, seed=seed, circles=(circles, circles), radius=(0.08 * scale, 0.22 * scale)
+    )
+    image = images[0, 0]
+    return (image - image.min()) / (image.max() - image.min())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from common.plotting import save_grey_png
+
+    parser = argparse.ArgumentParser(description="Write a PNG of many circles to try --predict on.")
+    parser.add_argument("path", help="where to write the PNG")
+    parser.add_argument("--size", type=int, default=1024, help="side in pixels (default %(default)s)")
+    parser.add_argument("--circles", type=int, default=150, help="how many (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    args = parser.parse_args()
+    save_grey_png(circle_image(args.size, args.circles, args.seed), args.path)

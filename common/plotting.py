@@ -3,6 +3,7 @@
 import io
 import math
 
+import matplotlib.image
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -135,4 +136,30 @@ def save_architecture_figure(rows, path):
         "red: max-pool 2×2; green: up-conv 2×2; grey: copy (and crop)",
         fontsize=11,
     )
+    save_figure(figure, path)
+
+
+def save_grey_png(mask, path):
+    """An (H, W) array of values in [0, 1] — a mask, say — as a grey PNG of the same size."""
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(
+        buffer, np.asarray(mask, dtype=np.float32), cmap="gray", vmin=0, vmax=1, format="png"
+    )
+    atomic_write(path, lambda file: file.write(buffer.getvalue()))
+
+
+def save_overlay(image, mask, path, grid=None):
+    """The image in grey with the mask's outline in red, and the seams between tiles every
+    `grid` pixels as thin yellow lines: where one tile's prediction meets the next."""
+    height, width = image.shape
+    figure = Figure(figsize=(8, 8 * height / width))
+    ax = figure.add_axes((0, 0, 1, 1))
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+    if grid:
+        for seam in range(grid, max(height, width), grid):
+            ax.axhline(seam - 0.5, color="yellow", lw=0.6, alpha=0.7)
+            ax.axvline(seam - 0.5, color="yellow", lw=0.6, alpha=0.7)
+    ax.set(xlim=(-0.5, width - 0.5), ylim=(height - 0.5, -0.5))
+    ax.axis("off")
     save_figure(figure, path)

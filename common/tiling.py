@@ -19,6 +19,12 @@ import math
 import numpy as np
 
 
+def kept_step(out_tile, align, margin):
+    """Output pixels kept from each tile (and the distance between tiles): what is left of
+    the tile's output after the margin, rounded down to a multiple of `align`."""
+    return (out_tile - 2 * margin) // align * align
+
+
 def predict_tiled(image, forward, tile, align, margin=0):
     """Logits for a whole image from a network that takes square tiles.
 
@@ -36,7 +42,7 @@ def predict_tiled(image, forward, tile, align, margin=0):
     zeros = np.zeros((1, channels, tile, tile), dtype=np.float32)
     out_tile = forward(zeros).shape[-1]
     border = (tile - out_tile) // 2  # input pixels a valid net consumes on each side
-    step = (out_tile - 2 * margin) // align * align  # output kept per tile, a multiple of align
+    step = kept_step(out_tile, align, margin)
     if step <= 0:
         raise ValueError(f"tile {tile} keeps no output after a margin of {margin} (align {align})")
 

@@ -303,3 +303,19 @@ def test_a_diverging_loss_stops_the_run(pytorch_script, monkeypatch, tmp_path, c
         "01_pytorch.py: the loss became nan at step 3; nothing was saved. Try a lower --lr (this run: 0.01)."
     )
     assert snapshot(tmp_path) == {}
+
+
+def test_predict_refuses_what_it_cannot_read(trained, tmp_path):
+    (tmp_path / "notes.png").write_text("not a picture")
+    cases = [
+        (["--predict", tmp_path / "missing.png", "--checkpoint", trained / "net.pt"], "argument --predict"),
+        (["--predict", tmp_path / "notes.png", "--checkpoint", trained / "net.pt"], "cannot read"),
+        (
+            ["--predict", tmp_path / "notes.png", "--checkpoint", tmp_path / "none.pt"],
+            "argument --checkpoint",
+        ),
+    ]
+    for args, message in cases:
+        before = snapshot(tmp_path)
+        assert_refused(run("01_pytorch.py", *args, cwd=tmp_path), message)
+        assert snapshot(tmp_path) == before

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -174,3 +175,28 @@ def test_make_demo_end_to_end(tmp_path):
         "numpy_unet_segmentation.png",
     ):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_predict_segments_an_image_of_any_size(tiny_run, tmp_path):
+    from common.data import circle_image
+    from common.plotting import save_grey_png
+
+    image_path = tmp_path / "photo.png"
+    save_grey_png(circle_image(301, 12, seed=4)[:, :259], image_path)  # 259 wide, 301 high
+    result = subprocess.run(
+        [
+            sys.executable,
+            "01_pytorch.py",
+            "--predict",
+            str(image_path),
+            "--checkpoint",
+            str(tiny_run[0] / "ckpt" / "net.pt"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "259×301 pixels" in result.stdout
+    mask = matplotlib.image.imread(tmp_path / "photo_mask.png")
+    assert mask.shape[:2] == (301, 259)
+    assert (tmp_path / "photo_overlay.png").read_bytes()[:4] == b"\x89PNG"
