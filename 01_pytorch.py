@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.cli import ArgumentParser, non_negative_int, positive_float, positive_int
-from common.data import standardize, synthetic_circles
+from common.data import standardize, synthetic_circles, touching_circles
 from common.files import (
     CheckpointError,
     atomic_write,
@@ -35,9 +35,16 @@ from common.files import (
     unwritable_reason,
 )
 from common.geometry import nearest_valid_sizes, output_size, size_error
-from common.metrics import boundary_f1, dice, iou
-from common.plotting import save_grey_png, save_overlay, save_segmentation_figure, save_training_curves
+from common.metrics import boundary_f1, dice, iou, object_f1
+from common.plotting import (
+    save_grey_png,
+    save_overlay,
+    save_segmentation_figure,
+    save_training_curves,
+    save_weight_map_figure,
+)
 from common.tiling import kept_step, predict_tiled
+from common.weights import weight_map
 
 # ----------------------------------------------------------------------------- the network
 
@@ -170,6 +177,8 @@ class TrainConfig:
     skip: bool = True
     channels_last: bool = True
     mixed_precision: bool = True
+    touching: bool = False
+    weight_map: bool = False
 
 
 def model_kwargs(config):
@@ -183,6 +192,39 @@ def model_kwargs(config):
         batchnorm=True,
         skip=config.skip,
     )
+
+
+@dataclass
+class CircleData:
+    """Training and validation tensors (N, 1, H, W); the validation instance labels with
+    --touching, for object F1; per-pixel loss weights, all 1 unless --weight-map."""
+
+    train_images: torch.Tensor
+    train_masks: torch.Tensor
+    train_weights: torch.Tensor
+    val_images: torch.Tensor
+    val_masks: torch.Tensor
+    val_instances: np.ndarray | None
+
+
+def make_data(config):
+    """The training set and a validation set from another seed: images the net never trains on."""
+    val_seed = config.seed + 10_000
+    if config.touching:
+        train_images, train_masks, train_instances = touching_circles(
+            config.train_size, config.size, seed=config.seed
+        )
+        val_images, val_masks, val_instances = touching_circles(config.val_size, config.size, seed=val_seed)
+    else:
+        train_images, train_masks = synthetic_circles(config.train_size, config.size, seed=config.seed)
+        val_images, val_masks = synthetic_circles(config.val_size, config.size, seed=val_seed)
+        val_instances = None
+    if config.weight_map:
+        train_weights = np.stack([weight_map(instances) for instances in train_instances])[:, None]
+    else:
+        train_weights = np.ones_like(train_masks)
+    tensors = map(torch.from_numpy, (train_images, train_masks, train_weights, val_images, val_masks))
+    return CircleData(*tensors, val_instances)
 
 
 def build_model(config, device):
@@ -226,11 +268,12 @@ def shuffled_batches(n, batch_size, generator):
             yield order[start : start + batch_size]
 
 
-def train_step(model, images, masks, optimizer, scheduler, autocast):
+def train_step(model, images, masks, weights, optimizer, scheduler, autocast):
     """One optimizer step on per-pixel binary cross-entropy of the logits (numerically
-    safer than a sigmoid followed by BCE), returning the batch loss."""
+    safer than a sigmoid followed by BCE), each pixel's term times its weight (all 1 unless
+    --weight-map), returning the batch loss."""
     with autocast():
-        loss = F.binary_cross_entropy_with_logits(model(images), masks)
+        loss = F.binary_cross_entropy_with_logits(model(images), masks, weight=weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -251,15 +294,17 @@ def predict_masks(model, images, device, autocast, batch_size=64):
     return np.concatenate(masks).astype(np.float32)
 
 
-def evaluate(model, images, masks, device, autocast):
-    """Validation scores and the predicted masks."""
-    preds = predict_masks(model, images, device, autocast)
-    truth = masks.numpy()
+def evaluate(model, data, device, autocast):
+    """Validation scores and the predicted masks; object F1 too where instances are known."""
+    preds = predict_masks(model, data.val_images, device, autocast)
+    truth = data.val_masks.numpy()
     scores = {
         "val_dice": dice(preds, truth),
         "val_iou": iou(preds, truth),
         "val_boundary_f1": boundary_f1(preds, truth),
     }
+    if data.val_instances is not None:
+        scores["val_object_f1"] = object_f1(preds, data.val_instances)
     return scores, preds
 
 
@@ -286,26 +331,27 @@ def train(model, optimizer, data, config, device, autocast):
 
     Returns the history: one entry per validation, `seconds` counted from the first step.
     """
-    train_images, train_masks, val_images, val_masks = data
-    total_steps = config.epochs * (len(train_images) // config.batch_size)
+    total_steps = config.epochs * (len(data.train_images) // config.batch_size)
     if config.steps is not None:
         total_steps = min(total_steps, config.steps)
     scheduler = make_scheduler(optimizer, config, total_steps)
     batches = shuffled_batches(
-        len(train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
+        len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
     )
 
     history, losses = [], []
     start = time.perf_counter()
     for step in tqdm(range(1, total_steps + 1), desc="training", unit="step", file=sys.stdout):
         index = next(batches)
-        images, masks = train_images[index].to(device), train_masks[index].to(device)
-        loss = train_step(model, images, masks, optimizer, scheduler, autocast)
+        images, masks, weights = (
+            t[index].to(device) for t in (data.train_images, data.train_masks, data.train_weights)
+        )
+        loss = train_step(model, images, masks, weights, optimizer, scheduler, autocast)
         if not math.isfinite(loss):
             raise Diverged(f"the loss became {loss} at step {step}")
         losses.append(loss)
         if step % config.eval_every == 0 or step == total_steps:
-            scores, _ = evaluate(model, val_images, val_masks, device, autocast)
+            scores, _ = evaluate(model, data, device, autocast)
             history.append(
                 {
                     "step": step,
@@ -385,23 +431,33 @@ def load_checkpoint(path, kwargs=None):
     return checkpoint
 
 
-def save_outputs(out, config, history, final, val, preds):
-    """The figure the README shows, the curves, and metrics.json."""
-    images, masks = val
+def save_outputs(out, config, history, final, data, preds):
+    """The figure the README shows, the curves, metrics.json, and with --weight-map the map."""
+    images, masks = data.val_images.numpy(), data.val_masks.numpy()
     rows = slice(0, 4)
+    variant = "" if config.skip else " without skip connections"
+    if config.touching:
+        variant += ", touching circles" + (", weight map" if config.weight_map else "")
+    scores = f"validation Dice {final['val_dice']:.3f}, boundary F1 {final['val_boundary_f1']:.3f}"
+    if "val_object_f1" in final:
+        scores += f", object F1 {final['val_object_f1']:.3f}"
     per_image = dice(preds[rows], masks[rows], per_image=True)
     save_segmentation_figure(
         images[rows],
         masks[rows],
         preds[rows],
         out / "pytorch_unet_segmentation.png",
-        title=(
-            f"U-Net{'' if config.skip else ' without skip connections'}: validation Dice "
-            f"{final['val_dice']:.3f}, boundary F1 {final['val_boundary_f1']:.3f}"
-        ),
+        title=f"U-Net{variant}: {scores}",
         row_labels=[f"Dice {d:.3f}" for d in per_image],
     )
     save_training_curves(history, out / "training_curves.png")
+    if config.weight_map:
+        save_weight_map_figure(
+            data.train_images[0, 0].numpy(),
+            data.train_masks[0, 0].numpy(),
+            data.train_weights[0, 0].numpy(),
+            out / "weight_map.png",
+        )
     save_json(out / "metrics.json", {"config": asdict(config), "history": history, "final": final})
 
 
@@ -549,6 +605,16 @@ def build_parser():
         help="where to save the weights; a .npz with the same stem goes beside it",
     )
     parser.add_argument(
+        "--touching",
+        action="store_true",
+        help="train on clusters of circles 1-3 px apart and score object F1 (a merged pair is two misses)",
+    )
+    parser.add_argument(
+        "--weight-map",
+        action="store_true",
+        help="weight each pixel's loss by the paper's eq. 2, which stresses the gaps between circles",
+    )
+    parser.add_argument(
         "--predict",
         type=Path,
         help="segment this PNG/JPEG (any size) with the --checkpoint network instead of training",
@@ -577,7 +643,13 @@ def check_training(args, parser):
         eval_every=args.eval_every,
         device=args.device,
         skip=not args.no_skip,
+        touching=args.touching,
+        weight_map=args.weight_map,
     )
+    if config.weight_map and not config.touching:
+        parser.error(
+            "argument --weight-map: needs --touching, whose circles have the instance labels it is built from"
+        )
     problem = size_error(config.size, config.depth, "same")
     if problem:
         parser.error(f"argument --size: {problem}")
@@ -627,14 +699,7 @@ def check_prediction(args, parser):
 def run_training(paths, config, device, resumed):
     """Data → model → training → outputs: the lesson's main line."""
     torch.manual_seed(config.seed)
-
-    train_images, train_masks = map(
-        torch.from_numpy, synthetic_circles(config.train_size, config.size, seed=config.seed)
-    )
-    # The validation set comes from another seed: images the network never trains on.
-    val_images, val_masks = map(
-        torch.from_numpy, synthetic_circles(config.val_size, config.size, seed=config.seed + 10_000)
-    )
+    data = make_data(config)
 
     model = build_model(config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -650,17 +715,16 @@ def run_training(paths, config, device, resumed):
     )
 
     try:
-        history = train(
-            model, optimizer, (train_images, train_masks, val_images, val_masks), config, device, autocast
-        )
+        history = train(model, optimizer, data, config, device, autocast)
     except Diverged as error:
         sys.exit(f"01_pytorch.py: {error}; nothing was saved. Try a lower --lr (this run: {config.lr}).")
-    final, preds = evaluate(model, val_images, val_masks, device, autocast)
-    save_outputs(paths.out, config, history, final, (val_images.numpy(), val_masks.numpy()), preds)
+    final, preds = evaluate(model, data, device, autocast)
+    save_outputs(paths.out, config, history, final, data, preds)
     save_checkpoint(model, optimizer, model_kwargs(config), paths.checkpoint)
+    objects = f"  object F1 {final['val_object_f1']:.4f}" if "val_object_f1" in final else ""
     print(
         f"final: val Dice {final['val_dice']:.4f}  IoU {final['val_iou']:.4f}  "
-        f"boundary F1 {final['val_boundary_f1']:.4f}  ({history[-1]['seconds']:.1f} s of training)"
+        f"boundary F1 {final['val_boundary_f1']:.4f}{objects}  ({history[-1]['seconds']:.1f} s of training)"
     )
     print(
         f"wrote {paths.out / 'pytorch_unet_segmentation.png'}, {paths.out / 'training_curves.png'}, "

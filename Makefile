@@ -28,6 +28,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_numpy_vs_torch.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_weight_map.py --steps 150
 
 clean:
 	rm -rf $(VENV) checkpoints .pytest_cache

@@ -18,7 +18,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.data import synthetic_circles  # noqa: E402
 
 lesson = importlib.import_module("01_pytorch")
 
@@ -67,14 +66,7 @@ def main():
     args = parser.parse_args()
     recipes = {**RECIPES, **(ABLATIONS if args.ablations else {})}
     device = torch.device(args.device)
-    config = lesson.TrainConfig()
-    data = [
-        torch.from_numpy(array)
-        for array in (
-            *synthetic_circles(config.train_size, config.size, seed=config.seed),
-            *synthetic_circles(config.val_size, config.size, seed=config.seed + 10_000),
-        )
-    ]
+    data = lesson.make_data(lesson.TrainConfig())
 
     results = {name: [] for name in recipes}
     for round_number in range(args.rounds):

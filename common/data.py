@@ -56,9 +56,72 @@ def synthetic_circles(
             inside = (pixel[:, None] - cy) ** 2 + (pixel[None, :] - cx) ** 2 <= r**2  # (b, size, size)
             mask |= inside & present[batch, k, None, None]
         masks[batch, 0] = mask
-        noisy = steps[batch, None, None] * mask + noise * rng.standard_normal(mask.shape, dtype=np.float32)
-        images[batch, 0] = standardize(noisy)
+        images[batch, 0] = render(mask, steps[batch], noise, rng)
     return images, masks
+
+
+def touching_circles(
+    n,
+    size=64,
+    *,
+    seed=0,
+    circles=(3, 6),
+    radius=(0.08, 0.16),
+    gap=(1.0, 3.0),
+    noise=0.35,
+    contrast=(0.6, 1.4),
+):
+    """Draw `n` images of clustered circles that nearly touch, as cells in tissue do: each
+    circle after the first is placed `gap` pixels (1-3) from one already there, and never
+    closer than gap[0] to any. The thin background between them is what the paper's weight
+    map (eq. 2) makes the network learn.
+
+    Inputs: as `synthetic_circles`, plus
+    - gap: (min, max) distance in pixels between a new circle's edge and its neighbour's
+    Returns:
+    - images, masks: (n, 1, size, size) float32, as `synthetic_circles`
+    - instances: (n, size, size) int32, 0 for background and k for the k-th circle
+    """
+    rng = np.random.default_rng(seed)
+    pixel = np.arange(size, dtype=np.float32) + 0.5
+    instances = np.zeros((n, size, size), dtype=np.int32)
+    for i in range(n):
+        placed = place_touching(rng, rng.integers(circles[0], circles[1] + 1), size, radius, gap)
+        for k, (cy, cx, r) in enumerate(placed, start=1):
+            instances[i][(pixel[:, None] - cy) ** 2 + (pixel[None, :] - cx) ** 2 <= r**2] = k
+    masks = (instances > 0)[:, None].astype(np.float32)
+    steps = rng.uniform(*contrast, size=n).astype(np.float32)
+    images = render(masks[:, 0], steps, noise, rng)[:, None]
+    return images, masks, instances
+
+
+def place_touching(rng, count, size, radius, gap, tries_per_circle=50):
+    """(cy, cx, r) of up to `count` circles inside the image, each new one beside an old one.
+
+    Rejection sampling: a candidate that leaves the image or comes closer than gap[0] to any
+    circle is drawn again; after `tries_per_circle` misses per circle the cluster stays smaller.
+    """
+    placed = []
+    for _ in range(tries_per_circle * count):
+        if len(placed) == count:
+            break
+        r = rng.uniform(*radius) * size
+        if placed:
+            ny, nx, nr = placed[rng.integers(len(placed))]
+            angle, distance = rng.uniform(0, 2 * np.pi), nr + r + rng.uniform(*gap)
+            cy, cx = ny + distance * np.sin(angle), nx + distance * np.cos(angle)
+        else:
+            cy, cx = rng.uniform(0.3 * size, 0.7 * size, size=2)
+        inside = r <= cy <= size - r and r <= cx <= size - r
+        if inside and all(np.hypot(cy - qy, cx - qx) >= qr + r + gap[0] for qy, qx, qr in placed):
+            placed.append((cy, cx, r))
+    return placed
+
+
+def render(masks, steps, noise, rng):
+    """Images from (b, H, W) masks: a brightness step per image, Gaussian noise, standardised."""
+    noisy = steps[:, None, None] * masks + noise * rng.standard_normal(masks.shape, dtype=np.float32)
+    return standardize(noisy)
 
 
 def standardize(images):

@@ -20,21 +20,24 @@ def save_figure(figure, path):
     atomic_write(path, lambda file: file.write(buffer.getvalue()))
 
 
-def save_segmentation_figure(images, masks, preds, path, *, title=None, row_labels=None):
-    """N rows of Input | Ground truth | Predicted mask.
+def save_segmentation_figure(images, masks, preds, path, *, title=None, row_labels=None, columns=COLUMNS):
+    """N rows of Input | Ground truth | Predicted mask (| more predictions, to compare).
 
     Inputs:
     - images: (N, 1, H, W) network inputs
-    - masks, preds: (N, 1, H, W) binary masks
+    - masks: (N, 1, H, W) binary masks
+    - preds: (N, 1, H, W) binary masks, or a list of such arrays, one per extra column
     - title: a line above the grid, e.g. the scores
     - row_labels: N strings drawn left of each row, e.g. per-image Dice
+    - columns: the column titles
     """
+    predictions = preds if isinstance(preds, list) else [preds]
     rows = len(images)
-    figure = Figure(figsize=(3 * len(COLUMNS), 3 * rows))
-    axes = figure.subplots(rows, len(COLUMNS), squeeze=False)
+    figure = Figure(figsize=(3 * len(columns), 3 * rows))
+    axes = figure.subplots(rows, len(columns), squeeze=False)
     for row in range(rows):
-        panels = (images[row, 0], masks[row, 0], preds[row, 0])
-        for column, (panel, name) in enumerate(zip(panels, COLUMNS, strict=True)):
+        panels = [images[row, 0], masks[row, 0], *(pred[row, 0] for pred in predictions)]
+        for column, (panel, name) in enumerate(zip(panels, columns, strict=True)):
             ax = axes[row, column]
             ax.imshow(panel, cmap="gray", interpolation="nearest")
             ax.set_xticks([])
@@ -162,4 +165,20 @@ def save_overlay(image, mask, path, grid=None):
             ax.axvline(seam - 0.5, color="yellow", lw=0.6, alpha=0.7)
     ax.set(xlim=(-0.5, width - 0.5), ylim=(height - 0.5, -0.5))
     ax.axis("off")
+    save_figure(figure, path)
+
+
+def save_weight_map_figure(image, mask, weights, path):
+    """Image | Mask | Weight map (paper, Fig. 3d): the map glows in the gaps between circles."""
+    figure = Figure(figsize=(12, 4))
+    axes = figure.subplots(1, 3)
+    for ax, panel, name in zip(axes, (image, mask), ("Input", "Ground truth"), strict=False):
+        ax.imshow(panel, cmap="gray", interpolation="nearest")
+        ax.set_title(name, fontsize=14)
+    shown = axes[2].imshow(weights, cmap="magma", interpolation="nearest")
+    axes[2].set_title("Weight map (eq. 2)", fontsize=14)
+    figure.colorbar(shown, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
     save_figure(figure, path)

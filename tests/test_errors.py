@@ -319,3 +319,10 @@ def test_predict_refuses_what_it_cannot_read(trained, tmp_path):
         before = snapshot(tmp_path)
         assert_refused(run("01_pytorch.py", *args, cwd=tmp_path), message)
         assert snapshot(tmp_path) == before
+
+
+def test_weight_map_needs_touching(tmp_path):
+    assert_refused(
+        run("01_pytorch.py", "--weight-map", cwd=tmp_path), "argument --weight-map: needs --touching"
+    )
+    assert snapshot(tmp_path) == {}

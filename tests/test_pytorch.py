@@ -1,5 +1,6 @@
 """01_pytorch.py: the network's shapes, a short training run and everything it writes."""
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -200,3 +201,34 @@ def test_predict_segments_an_image_of_any_size(tiny_run, tmp_path):
     mask = matplotlib.image.imread(tmp_path / "photo_mask.png")
     assert mask.shape[:2] == (301, 259)
     assert (tmp_path / "photo_overlay.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_touching_with_weight_map_scores_objects(tmp_path, pytorch_script):
+    pytorch_script.main(
+        [*TINY, "--touching", "--weight-map", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "n.pt")]
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["touching"] and metrics["config"]["weight_map"]
+    assert 0.0 <= metrics["final"]["val_object_f1"] <= 1.0
+    assert (tmp_path / "weight_map.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_weight_map_weighs_the_loss(pytorch_script):
+    """With weights of 1 the loss is plain BCE; doubling every weight doubles it."""
+    torch.manual_seed(0)
+    net = pytorch_script.UNet(base_channels=4, depth=2)
+    images, masks = torch.randn(2, 1, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
+    losses = []
+    for scale in (1.0, 2.0):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # measure, do not move
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+        weights = torch.full_like(masks, scale)
+        losses.append(
+            pytorch_script.train_step(
+                net, images, masks, weights, optimizer, scheduler, contextlib.nullcontext
+            )
+        )
+    with torch.no_grad():
+        plain = torch.nn.functional.binary_cross_entropy_with_logits(net(images), masks).item()
+    assert losses[0] == pytest.approx(plain, rel=1e-6)
+    assert losses[1] == pytest.approx(2 * plain, rel=1e-6)
