@@ -1,10 +1,13 @@
 """U-Net in PyTorch: train it on synthetic circles and look at what it learned.
 
-Read top to bottom: the network's parts → the network → one training step → evaluation →
-the training loop → the outputs (figure, curves, metrics.json, checkpoint) → main().
+Read top to bottom: the network's parts → the network → data, one training step, evaluation
+and the training loop → the outputs (figure, curves, metrics.json, checkpoint) → segmenting
+an image of any size, tile by tile → main().
 
-    python 01_pytorch.py              # about a minute on 2 CPU cores
-    python 01_pytorch.py --no-skip    # the same net with its skip connections cut
+    python 01_pytorch.py                         # about 40 seconds on 2 CPU cores
+    python 01_pytorch.py --no-skip               # the same net with its skip connections cut
+    python 01_pytorch.py --touching --weight-map # touching circles, the paper's weight map
+    python 01_pytorch.py --predict picture.png   # segment your own image with the trained net
 """
 
 import functools
