@@ -24,10 +24,18 @@ def atomic_write(path, write):
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, new_file_mode())  # mkstemp makes it private (0600); give it the usual mode
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def new_file_mode():
+    """The permissions `open()` would give a new file: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_json(path, data):

@@ -30,6 +30,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary left behind
 
 
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    save_json(tmp_path / "a.json", {})
+    (tmp_path / "b.json").write_text("{}")  # what a plain open() makes
+    assert (tmp_path / "a.json").stat().st_mode == (tmp_path / "b.json").stat().st_mode
+
+
 def test_weights_npz_round_trip_without_pickle(tmp_path):
     state = {
         "encoder.0.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3),
