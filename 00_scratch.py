@@ -468,10 +468,9 @@ def parse_args(argv=None):
     return args, trained
 
 
-def print_totals(trace, params, depth):
-    total_params = sum(
-        value.size for name, value in params.items() if "running" not in name and "num_batches" not in name
-    )
+def print_totals(trace, depth):
+    """Sums of the traced rows, which count parameters as PyTorch does (no running statistics)."""
+    total_params = sum(row["params"] for row in trace.rows)
     flops = sum(row["flops"] for row in trace.rows)
     print(
         f"\ntotal: {total_params:,} parameters, {flops / 1e9:.2f} GFLOPs per image, "
@@ -496,16 +495,15 @@ def run_random(args):
         f"{'out':<6} {'soft-max' if out_channels > 1 else 'sigmoid':<17} "
         f"{shape_text(logits.shape[1:])} → {shape_text(probabilities.shape[1:])}: class probabilities"
     )
-    print_totals(trace, params, args.depth)
+    print_totals(trace, args.depth)
     return trace
 
 
 def run_trained(args, params, padding):
     """The weights 01_pytorch.py trained, on circle images it never saw: NumPy alone segments them."""
-    depth = network_depth(params)
     images, masks = synthetic_circles(8, args.size, seed=args.seed + 20_000)
     print(
-        f"trained U-Net from {args.weights}: depth {depth}, {padding} padding; "
+        f"trained U-Net from {args.weights}: depth {args.depth}, {padding} padding; "
         f"8 fresh {args.size}×{args.size} images\n"
     )
     print(TRACE_HEADER)
@@ -516,7 +514,7 @@ def run_trained(args, params, padding):
     preds = foreground.astype(np.float32)
     target = center_crop(masks, *preds.shape[-2:])
     per_image = dice(preds, target, per_image=True)
-    print_totals(trace, params, depth)
+    print_totals(trace, args.depth)
     print(f"\nDice of the NumPy forward pass against the ground truth: {per_image.mean():.4f}")
     path = args.out / "numpy_unet_segmentation.png"
     save_segmentation_figure(
