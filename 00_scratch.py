@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from common.cli import ArgumentParser, non_negative_int, positive_int
+from common import checkpoints, cli
+from common.checkpoints import CheckpointError
+from common.cli import option
 from common.data import synthetic_circles
-from common.files import CheckpointError, first_mismatch, load_weights_npz, unwritable_reason
-from common.geometry import PADDINGS, size_error
-from common.metrics import dice
-from common.plotting import save_architecture_figure, save_segmentation_figure
+from common.geometry import PADDINGS, parameter_shapes, size_error
+from common.metrics import dice, foreground
+from common.plotting import FIGURE_SUFFIXES, save_architecture_figure, save_segmentation_figure
 
 COLUMN_BUFFER_BYTES = 16 * 2**20  # im2col is built a band of rows at a time, at most this big
 
@@ -267,7 +268,7 @@ def network_depth(params):
     return sum(1 for name in params if name.startswith("encoder.") and name.endswith(".conv1.weight"))
 
 
-def unet_forward(x, params, *, padding="same", trace=None):
+def unet_forward(x, params, *, padding="same", skip=True, trace=None):
     """The U-Net of the paper's Fig. 1: contract, expand, and join the two by skip connections.
 
     Inputs:
@@ -275,6 +276,7 @@ def unet_forward(x, params, *, padding="same", trace=None):
     - params: weights named exactly as `01_pytorch.UNet(...).state_dict()`; depth and batch
       norm are read off the names
     - padding: "same" or "valid", as the weights were trained
+    - skip: False feeds the decoder zeros where the encoder map would be (01_pytorch.py --no-skip)
     - trace: a `Trace` to record every operation, or None
     Returns:
     - logits: (N, K, H', W'), H' = H with same padding, less with valid
@@ -296,11 +298,13 @@ def unet_forward(x, params, *, padding="same", trace=None):
         stage = f"dec{depth - step}"
         if trace:
             trace(stage, "up-conv 2×2", x, up, *up_conv_cost(w, b, x))
-        skip = skips.pop()
-        cropped = center_crop(skip, *up.shape[-2:])  # (N, C, 2H, 2W)
+        encoded = skips.pop()
+        cropped = center_crop(encoded, *up.shape[-2:])  # (N, C, 2H, 2W)
+        if not skip:
+            cropped = np.zeros_like(cropped)
         x = np.concatenate([cropped, up], axis=1)  # (N, 2C, 2H, 2W): encoder detail + decoder context
         if trace:
-            trace(stage, "concat", up, x, note=concat_note(f"enc{depth - step}", skip, cropped, up, x))
+            trace(stage, "concat", up, x, note=concat_note(f"enc{depth - step}", encoded, cropped, up, x))
         x = double_conv(x, params, f"decoder.{step}", padding, trace, stage)  # (N, C, 2H, 2W)
 
     w, b = params["head.weight"], params["head.bias"]
@@ -333,139 +337,103 @@ def receptive_field(depth):
 
 
 def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchnorm=True, seed=0):
-    """Weights for a fresh U-Net, named and shaped exactly as `01_pytorch.UNet.state_dict()`.
+    """Weights for a fresh U-Net, named and shaped exactly as `01_pytorch.UNet.state_dict()`
+    (common/geometry.py lists them, so that a checkpoint can be checked without building a net).
 
     Paper, Sec. 3: Gaussian with std √(2/N), N the inputs feeding one output pixel (C·k² for a
     k×k conv, C for the stride-2 up-conv, whose output pixels each see one tap per channel).
     Biases start at zero; batch norm at the identity (weight 1, bias 0, mean 0, variance 1).
     """
     rng = np.random.default_rng(seed)
+    network = dict(
+        in_channels=in_channels, out_channels=out_channels, base_channels=base_channels, depth=depth
+    )
+    shapes = parameter_shapes(network | dict(padding="same", batchnorm=batchnorm, skip=True))
     params = {}
-
-    def he_normal(shape, fan_in):
-        return (rng.standard_normal(shape) * math.sqrt(2 / fan_in)).astype(np.float32)
-
-    def add_double_conv(prefix, c_in, c_out):
-        for conv, c in (("1", c_in), ("2", c_out)):
-            params[f"{prefix}.conv{conv}.weight"] = he_normal((c_out, c, 3, 3), c * 9)
-            if batchnorm:
-                params[f"{prefix}.bn{conv}.weight"] = np.ones(c_out, np.float32)
-                params[f"{prefix}.bn{conv}.bias"] = np.zeros(c_out, np.float32)
-                params[f"{prefix}.bn{conv}.running_mean"] = np.zeros(c_out, np.float32)
-                params[f"{prefix}.bn{conv}.running_var"] = np.ones(c_out, np.float32)
-                params[f"{prefix}.bn{conv}.num_batches_tracked"] = np.array(0, np.int64)
-            else:
-                params[f"{prefix}.conv{conv}.bias"] = np.zeros(c_out, np.float32)
-
-    channels = [base_channels * 2**level for level in range(depth + 1)]
-    for level, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-2], channels[:-1], strict=True)):
-        add_double_conv(f"encoder.{level}", c_in, c_out)
-    add_double_conv("bottleneck", channels[-2], channels[-1])
-    for step, c in enumerate(reversed(channels[1:])):
-        params[f"up_convs.{step}.weight"] = he_normal((c, c // 2, 2, 2), c)
-        params[f"up_convs.{step}.bias"] = np.zeros(c // 2, np.float32)
-    for step, c in enumerate(reversed(channels[1:])):
-        add_double_conv(f"decoder.{step}", c, c // 2)
-    params["head.weight"] = he_normal((out_channels, base_channels, 1, 1), base_channels)
-    params["head.bias"] = np.zeros(out_channels, np.float32)
+    for name, shape in shapes.items():
+        if len(shape) == 4:  # a kernel: (F, C, k, k), or (C, F, 2, 2) for an up-convolution
+            fan_in = shape[0] if name.startswith("up_convs") else math.prod(shape[1:])
+            params[name] = (rng.standard_normal(shape) * math.sqrt(2 / fan_in)).astype(np.float32)
+        elif name.endswith("num_batches_tracked"):
+            params[name] = np.array(0, np.int64)
+        elif name.endswith(("bn1.weight", "bn2.weight", "running_var")):
+            params[name] = np.ones(shape, np.float32)
+        else:  # biases and running means
+            params[name] = np.zeros(shape, np.float32)
     return params
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def load_trained(path):
-    """(params, padding) from a .npz that 01_pytorch.py wrote, checked against the network its
-    config describes, so that a file from another architecture fails here with its first
-    mismatched key, not deep inside a matrix product."""
-    params, config = load_weights_npz(path)
-    try:
-        expected = init_params(
-            config["in_channels"],
-            config["out_channels"],
-            config["base_channels"],
-            config["depth"],
-            config["batchnorm"],
-        )
-        padding = config["padding"]
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an incomplete config ({error!r})") from None
-    if padding not in PADDINGS:
-        raise CheckpointError(f"{path} asks for padding {padding!r}; expected one of {', '.join(PADDINGS)}")
-    problem = first_mismatch(
-        {name: value.shape for name, value in params.items()},
-        {name: value.shape for name, value in expected.items()},
-    )
-    if problem:
-        raise CheckpointError(f"{path} does not fit the network its config describes: {problem}")
-    return params, padding
+@dataclass
+class NetworkOptions:
+    """The network to trace; each field is also the option of the same name (`--base-channels`)."""
+
+    size: int = cli.size_option()
+    depth: int = cli.depth_option()
+    base_channels: int = cli.base_channels_option()
+    padding: str = option("same", choices=PADDINGS, help="same keeps sizes; valid is the paper's")
+    seed: int = cli.seed_option()
 
 
-def parse_args(argv=None):
-    """The options, checked before any work: (args, trained weights or None)."""
-    parser = ArgumentParser(description="Run a U-Net forward pass in NumPy and print its shape trace.")
+# Paper, Fig. 1: 572×572 in, four pools, 64…1024 channels, unpadded convolutions; 2 classes, no BN.
+PAPER = dict(size=572, depth=4, base_channels=64, padding="valid")
+
+
+def build_parser():
+    parser = cli.ArgumentParser(description="Run a U-Net forward pass in NumPy and print its shape trace.")
+    cli.add_options(parser, NetworkOptions)
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="the paper's network: 572×572×1 in, 64…1024 channels, valid padding, 2 classes",
+        help=f"the paper's network: {PAPER}, 2 classes; other options override it",
     )
     parser.add_argument(
-        "--size", type=positive_int, default=64, help="input side in pixels (default %(default)s)"
+        "--weights", type=cli.readable_file, help="run this trained .npz on fresh circle images"
     )
     parser.add_argument(
-        "--depth", type=positive_int, default=3, help="number of 2×2 pools (default %(default)s)"
-    )
-    parser.add_argument(
-        "--base",
-        type=positive_int,
-        default=8,
-        help="channels of the first level, doubled at each level (default %(default)s)",
-    )
-    parser.add_argument(
-        "--padding",
-        choices=PADDINGS,
-        default="same",
-        help="same keeps sizes (our default); valid is the paper's (default %(default)s)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=non_negative_int,
-        default=0,
-        help="seeds the image and the weights (default %(default)s)",
-    )
-    parser.add_argument("--figure", type=Path, help="also draw the architecture diagram to this PNG")
-    parser.add_argument(
-        "--weights", type=Path, help="a .npz written by 01_pytorch.py: run the trained net on fresh images"
+        "--figure", type=cli.output_file(*FIGURE_SUFFIXES), help="also draw the architecture to this file"
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=cli.writable_folder,
         default=Path("assets"),
-        help="folder for numpy_unet_segmentation.png with --weights (default %(default)s)",
+        help="folder for the figure --weights makes",
     )
-    args = parser.parse_args(argv)
-    if args.paper:
-        args.size, args.depth, args.base, args.padding = 572, 4, 64, "valid"
+    return parser
 
-    trained = None
+
+def parse_args(argv=None):
+    """(args, checkpoint or None), every option checked before any work. --paper and --weights
+    set the network's defaults: an option given explicitly overrides --paper, and must agree with
+    the weights, which decide the network."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli.check_rules(parser, [("--paper", args.paper and args.weights and "the --weights decide the network")])
+    checkpoint = None
     if args.weights:
         try:
-            trained = load_trained(args.weights)
+            checkpoint = checkpoints.load(args.weights)
         except CheckpointError as error:
             parser.error(f"argument --weights: {error}")
-        args.depth, args.padding = network_depth(trained[0]), trained[1]
-    problem = size_error(args.size, args.depth, args.padding)
-    if problem:
-        parser.error(f"argument --size: {problem}")
-    folders = {
-        "--figure": args.figure.parent if args.figure else None,
-        "--out": args.out if args.weights else None,
-    }
-    for option, folder in folders.items():
-        problem = folder is not None and unwritable_reason(folder)
-        if problem:
-            parser.error(f"argument {option}: {problem}")
-    return args, trained
+    trained = (
+        {key: checkpoint.model_args[key] for key in ("depth", "base_channels", "padding")}
+        if checkpoint
+        else {}
+    )
+    parser.set_defaults(**(PAPER if args.paper else trained))
+    args = parser.parse_args(argv)
+    differ = ", ".join(f"{key}={value}" for key, value in trained.items() if getattr(args, key) != value)
+    cli.check_rules(
+        parser,
+        [
+            ("--weights", differ and f"the weights were trained with {differ}; drop the option that differs"),
+            ("--size", size_error(args.size, args.depth, args.padding)),
+            ("--out", args.weights and cli.first_refusal([args.out / "numpy_unet_segmentation.png"])),
+        ],
+    )
+    return args, checkpoint
 
 
 def print_totals(trace, depth):
@@ -478,18 +446,26 @@ def print_totals(trace, depth):
     )
 
 
-def run_random(args):
-    """A fresh network (paper initialisation) on one synthetic circle image: the shapes lesson."""
-    out_channels = 2 if args.paper else 1
-    params = init_params(1, out_channels, args.base, args.depth, batchnorm=not args.paper, seed=args.seed)
-    images, _ = synthetic_circles(1, args.size, seed=args.seed)
-    print(
-        f"U-Net: depth {args.depth}, base {args.base} channels, {args.padding} padding, "
-        f"one {args.size}×{args.size} circle image\n"
-    )
-    print(TRACE_HEADER)
+def traced_forward(images, params, args, headline, **network):
+    """The forward pass with its trace printed under `headline`: the shapes lesson."""
+    print(f"{headline}\n\n{TRACE_HEADER}")
     trace = Trace()
-    logits = unet_forward(images, params, padding=args.padding, trace=trace)
+    logits = unet_forward(images, params, padding=args.padding, trace=trace, **network)
+    return logits, trace
+
+
+def run_random(args):
+    """A fresh network (paper initialisation) on one synthetic circle image."""
+    out_channels = 2 if args.paper else 1
+    params = init_params(
+        1, out_channels, args.base_channels, args.depth, batchnorm=not args.paper, seed=args.seed
+    )
+    images, _ = synthetic_circles(1, args.size, seed=args.seed)
+    headline = (
+        f"U-Net: depth {args.depth}, base {args.base_channels} channels, {args.padding} padding, "
+        f"one {args.size}×{args.size} circle image"
+    )
+    logits, trace = traced_forward(images, params, args, headline)
     probabilities = softmax(logits) if out_channels > 1 else sigmoid(logits)
     print(
         f"{'out':<6} {'soft-max' if out_channels > 1 else 'sigmoid':<17} "
@@ -499,22 +475,20 @@ def run_random(args):
     return trace
 
 
-def run_trained(args, params, padding):
+def run_trained(args, checkpoint):
     """The weights 01_pytorch.py trained, on circle images it never saw: NumPy alone segments them."""
     images, masks = synthetic_circles(8, args.size, seed=args.seed + 20_000)
-    print(
-        f"trained U-Net from {args.weights}: depth {args.depth}, {padding} padding; "
-        f"8 fresh {args.size}×{args.size} images\n"
+    headline = (
+        f"trained U-Net from {args.weights}: depth {args.depth}, {args.padding} padding; "
+        f"8 fresh {args.size}×{args.size} images"
     )
-    print(TRACE_HEADER)
-    trace = Trace()
-    logits = unet_forward(images, params, padding=padding, trace=trace)
-    # One output channel: its sigmoid is P(circle). Several: the soft-max's most likely class.
-    foreground = sigmoid(logits) > 0.5 if logits.shape[1] == 1 else softmax(logits).argmax(1)[:, None] > 0
-    preds = foreground.astype(np.float32)
+    logits, trace = traced_forward(
+        images, checkpoint.state, args, headline, skip=checkpoint.model_args["skip"]
+    )
+    print_totals(trace, args.depth)
+    preds = foreground(logits)[:, None].astype(np.float32)  # (N, 1, H', W')
     target = center_crop(masks, *preds.shape[-2:])
     per_image = dice(preds, target, per_image=True)
-    print_totals(trace, args.depth)
     print(f"\nDice of the NumPy forward pass against the ground truth: {per_image.mean():.4f}")
     path = args.out / "numpy_unet_segmentation.png"
     save_segmentation_figure(
@@ -530,12 +504,12 @@ def run_trained(args, params, padding):
 
 
 def main(argv=None):
-    args, trained = parse_args(argv)
-    trace = run_trained(args, *trained) if trained else run_random(args)
+    args, checkpoint = parse_args(argv)
+    trace = run_trained(args, checkpoint) if checkpoint else run_random(args)
     if args.figure:
         save_architecture_figure(trace.rows, args.figure)
         print(f"wrote {args.figure}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

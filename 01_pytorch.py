@@ -1,53 +1,39 @@
 """U-Net in PyTorch: train it on synthetic circles and look at what it learned.
 
-Read top to bottom: the network's parts → the network → data, one training step, evaluation
-and the training loop → the outputs (figure, curves, metrics.json, checkpoint) → segmenting
-an image of any size, tile by tile → main().
+Read top to bottom: the network's parts → the network → the training recipe and the data →
+one training step and the loop → evaluation → the outputs → segmenting an image of any size,
+tile by tile → main(). Plumbing (options, checkpoints, files, images) lives in common/.
 
-    python 01_pytorch.py                         # about 40 seconds on 2 CPU cores
+    python 01_pytorch.py                         # train: about 40 seconds on 2 CPU cores
     python 01_pytorch.py --no-skip               # the same net with its skip connections cut
     python 01_pytorch.py --touching --weight-map # touching circles, the paper's weight map
-    python 01_pytorch.py --predict picture.png   # segment your own image with the trained net
+    python 01_pytorch.py --resume checkpoints/unet_circles.pt --steps 200   # train on
+    python 01_pytorch.py --predict picture.png   # segment your own image into predictions/
 """
 
 import functools
 import math
-import pickle
-import re
 import sys
 import time
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common.cli import ArgumentParser, non_negative_int, positive_float, positive_int
+from common import checkpoints, cli, plotting
+from common.checkpoints import CheckpointError
+from common.cli import option, positive_float, whole_number
 from common.data import standardize, synthetic_circles, touching_circles
-from common.files import (
-    CheckpointError,
-    atomic_write,
-    first_mismatch,
-    save_json,
-    save_weights_npz,
-    unwritable_reason,
-)
-from common.geometry import nearest_valid_sizes, output_size, size_error
-from common.metrics import boundary_f1, dice, iou, object_f1
-from common.plotting import (
-    save_grey_png,
-    save_overlay,
-    save_segmentation_figure,
-    save_training_curves,
-    save_weight_map_figure,
-)
+from common.files import save_json
+from common.geometry import MAX_TRAIN_PIXELS, nearest_valid_sizes, output_size, size_error
+from common.images import MAX_PIXELS, ImageError, read_image, save_mask_png
+from common.metrics import boundary_f1, dice, foreground, iou, object_f1
 from common.tiling import kept_step, predict_tiled
-from common.weights import weight_map
+from common.weight_map import weight_map
 
 # ----------------------------------------------------------------------------- the network
 
@@ -157,44 +143,40 @@ class UNet(nn.Module):
         return self.head(x)  # (B, out, H, W): one logit per class and pixel
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- the recipe and the data
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a run; saved in metrics.json so a result names its recipe."""
+    """Everything that decides a run. Each field is also the command-line option of the same
+    name (`batch_size` ↔ `--batch-size`); metrics.json and the checkpoint save the values used."""
 
-    epochs: int = 10
-    steps: int | None = None
-    batch_size: int = 16
-    lr: float = 1e-2
-    schedule: str = "one-cycle"
-    size: int = 64
-    depth: int = 3
-    base_channels: int = 8
-    train_size: int = 1000
-    val_size: int = 128
-    seed: int = 0
-    eval_every: int = 100
-    device: str = "auto"
-    skip: bool = True
-    channels_last: bool = True
-    mixed_precision: bool = True
-    touching: bool = False
-    weight_map: bool = False
-
-
-def model_kwargs(config):
-    """The UNet keyword arguments a config implies: what a checkpoint needs to rebuild it."""
-    return dict(
-        in_channels=1,
-        out_channels=1,
-        base_channels=config.base_channels,
-        depth=config.depth,
-        padding="same",
-        batchnorm=True,
-        skip=config.skip,
+    epochs: int = option(10, whole_number(1, 10_000), "passes over the training set")
+    steps: int | None = option(None, whole_number(1, 1_000_000), "optimizer steps; overrides --epochs")
+    batch_size: int = option(16, whole_number(1, 4096), "images per optimizer step")
+    lr: float = option(1e-2, positive_float, "peak learning rate of the one-cycle schedule")
+    schedule: str = option("one-cycle", choices=("one-cycle", "constant"), help="constant: the baseline")
+    size: int = cli.size_option()
+    depth: int = cli.depth_option()
+    base_channels: int = cli.base_channels_option()
+    train_size: int = option(1000, whole_number(1, 100_000), "training images")
+    val_size: int = option(128, whole_number(1, 10_000), "validation images, drawn from another seed")
+    seed: int = cli.seed_option()
+    eval_every: int = option(100, whole_number(1, 1_000_000), "validate every this many steps and at the end")
+    device: str = option(
+        "auto", choices=("auto", "cpu", "cuda", "mps"), help="auto: cuda, else mps, else cpu"
     )
+    skip: bool = option(True, help="cut the skip connections (the decoder gets zeros) to see what they do")
+    channels_last: bool = option(True, help="keep the default NCHW memory layout (1.5× slower on CPU)")
+    mixed_precision: bool = option(True, help="train in fp32 on CUDA too, instead of bf16 autocast")
+    touching: bool = option(False, help="clusters of circles 1-3 px apart, scored by object F1 too")
+    weight_map: bool = option(False, help="weight each pixel's loss by the paper's eq. 2 (needs --touching)")
+
+
+def model_args(config):
+    """The UNet keyword arguments a recipe implies: what a checkpoint needs to rebuild the net."""
+    fixed = dict(in_channels=1, out_channels=1, padding="same", batchnorm=True)
+    return fixed | dict(base_channels=config.base_channels, depth=config.depth, skip=config.skip)
 
 
 @dataclass
@@ -230,13 +212,16 @@ def make_data(config):
     return CircleData(*tensors, val_instances)
 
 
+# ----------------------------------------------------------------------------- training
+
+
 def build_model(config, device):
     """The configured UNet on `device`, in the memory layout that trains fastest there.
 
     channels_last (NHWC) lets oneDNN on the CPU and tensor cores on CUDA run convolutions
     without reordering: 1.5× more training steps per second on 2 CPU cores (README).
     """
-    model = UNet(**model_kwargs(config)).to(device)
+    model = UNet(**model_args(config)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -249,18 +234,15 @@ def autocast_for(config, device):
     return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def available_devices():
+    return {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+
+
 def pick_device(name):
-    """The torch device for --device, or a one-line reason why it is not available here."""
+    """The torch device for --device: "auto" takes the fastest there is."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda"), None
-        if torch.backends.mps.is_available():
-            return torch.device("mps"), None
-        return torch.device("cpu"), None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available[name]:
-        return None, f"argument --device: {name} is not available on this machine; use cpu or auto"
-    return torch.device(name), None
+        name = next(d for d in ("cuda", "mps", "cpu") if available_devices()[d])
+    return torch.device(name)
 
 
 def shuffled_batches(n, batch_size, generator):
@@ -282,6 +264,80 @@ def train_step(model, images, masks, weights, optimizer, scheduler, autocast):
     optimizer.step()
     scheduler.step()
     return loss.item()
+
+
+def total_steps(config):
+    """--steps if given, else --epochs passes over the training set."""
+    return config.steps or config.epochs * (config.train_size // config.batch_size)
+
+
+def make_scheduler(optimizer, config, steps):
+    """One-cycle by default: a short warm-up from lr/2, then cosine annealing to ~0.
+
+    Annealing lets the net, with batch norm, take a peak rate ten times Adam's usual 1e-3:
+    it learns fast early and settles late. PyTorch's usual one-cycle settings (30 % warm-up
+    from lr/25) spend the first hundred steps barely learning (benchmarks/bench_train.py).
+    The warm-up is 5 % of the run, but at least 1.5 steps: OneCycleLR divides by the length
+    of each phase, and a peak at exactly step 0 (a run of 20 steps) would be a division by 0.
+    """
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    warm_up = min(0.75, max(0.05, 1.5 / steps))
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=steps, pct_start=warm_up, div_factor=2
+    )
+
+
+class Diverged(Exception):
+    """Training went wrong beyond repair: saving its weights would replace good ones with garbage."""
+
+
+def check_divergence(model, loss, untrained_loss):
+    """Raise Diverged if a weight or a batch-norm statistic is NaN or infinite (at --lr 1e10 the
+    running variance overflows while the loss stays finite), or if the loss is above twice the
+    untrained net's (at --lr 10 the weights stay finite, reach 1e16, and the net predicts
+    nothing: loss 2.9 against 0.7 untrained)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise Diverged(f"{name} holds NaN or infinite values")
+    if not loss <= 2 * untrained_loss:  # NaN included
+        raise Diverged(f"the loss is {loss:.3g}, more than twice the untrained net's {untrained_loss:.3g}")
+
+
+def train(model, optimizer, data, config, device, autocast):
+    """Adam on shuffled batches; validates every `eval_every` steps and after the last one.
+
+    Returns the history (one entry per validation, `seconds` counted from the first step) and
+    the last validation's scores and predicted masks: the run's final result.
+    """
+    steps = total_steps(config)
+    scheduler = make_scheduler(optimizer, config, steps)
+    batches = shuffled_batches(
+        len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
+    )
+    history, losses = [], []
+    start = time.perf_counter()
+    for step in tqdm(range(1, steps + 1), desc="training", unit="step", file=sys.stdout):
+        index = next(batches)
+        images, masks, weights = (
+            t[index].to(device) for t in (data.train_images, data.train_masks, data.train_weights)
+        )
+        losses.append(train_step(model, images, masks, weights, optimizer, scheduler, autocast))
+        if not math.isfinite(losses[-1]):
+            raise Diverged(f"the loss became {losses[-1]} at step {step}")
+        if step == 1:
+            untrained_loss = losses[0]  # measured before the first update
+        if step % config.eval_every == 0 or step == steps:
+            loss, losses = float(np.mean(losses)), []
+            check_divergence(model, loss, untrained_loss)
+            scores, preds = evaluate(model, data, device, autocast)
+            seconds = round(time.perf_counter() - start, 3)
+            history.append({"step": step, "seconds": seconds, "train_loss": loss} | scores)
+            tqdm.write(f"step {step:5d}  loss {loss:.4f}  {describe(scores)}", file=sys.stdout)
+    return history, scores, preds
+
+
+# ----------------------------------------------------------------------------- evaluation
 
 
 @torch.inference_mode()
@@ -311,157 +367,62 @@ def evaluate(model, data, device, autocast):
     return scores, preds
 
 
-def make_scheduler(optimizer, config, total_steps):
-    """One-cycle by default: a short warm-up from lr/2, then cosine annealing to ~0.
-
-    Annealing lets the net, with batch norm, take a peak rate ten times Adam's usual 1e-3:
-    it learns fast early and settles late. PyTorch's usual one-cycle settings (30 % warm-up
-    from lr/25) spend the first hundred steps barely learning (benchmarks/bench_train.py).
-    """
-    if config.schedule == "constant":
-        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.05, div_factor=2
-    )
+SCORE_NAMES = {
+    "val_dice": "Dice",
+    "val_iou": "IoU",
+    "val_boundary_f1": "boundary F1",
+    "val_object_f1": "object F1",
+}
 
 
-class Diverged(Exception):
-    """The loss became NaN or infinite: every later step would train on garbage."""
-
-
-def train(model, optimizer, data, config, device, autocast):
-    """Adam on shuffled batches; validates every `eval_every` steps and after the last one.
-
-    Returns the history: one entry per validation, `seconds` counted from the first step.
-    """
-    total_steps = config.epochs * (len(data.train_images) // config.batch_size)
-    if config.steps is not None:
-        total_steps = min(total_steps, config.steps)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    batches = shuffled_batches(
-        len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
-    )
-
-    history, losses = [], []
-    start = time.perf_counter()
-    for step in tqdm(range(1, total_steps + 1), desc="training", unit="step", file=sys.stdout):
-        index = next(batches)
-        images, masks, weights = (
-            t[index].to(device) for t in (data.train_images, data.train_masks, data.train_weights)
-        )
-        loss = train_step(model, images, masks, weights, optimizer, scheduler, autocast)
-        if not math.isfinite(loss):
-            raise Diverged(f"the loss became {loss} at step {step}")
-        losses.append(loss)
-        if step % config.eval_every == 0 or step == total_steps:
-            scores, _ = evaluate(model, data, device, autocast)
-            history.append(
-                {
-                    "step": step,
-                    "seconds": round(time.perf_counter() - start, 3),
-                    "train_loss": float(np.mean(losses)),
-                    "val_dice": scores["val_dice"],
-                    "val_iou": scores["val_iou"],
-                }
-            )
-            losses = []
-            tqdm.write(
-                f"step {step:5d}  loss {history[-1]['train_loss']:.4f}  val Dice {scores['val_dice']:.4f}  "
-                f"IoU {scores['val_iou']:.4f}  boundary F1 {scores['val_boundary_f1']:.4f}",
-                file=sys.stdout,
-            )
-    return history
+def describe(scores):
+    return "val " + "  ".join(f"{SCORE_NAMES[key]} {value:.4f}" for key, value in scores.items())
 
 
 # ----------------------------------------------------------------------------- outputs
 
 
-def save_checkpoint(model, optimizer, kwargs, path):
-    """`.pt` for PyTorch — weights, the UNet keyword arguments, and Adam's moments for --resume —
-    and a same-stem `.npz` with the same weights under the same keys for 00_scratch.py, which
-    runs the trained net without torch."""
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    checkpoint = {"state_dict": state, "config": kwargs, "optimizer": optimizer.state_dict()}
-    atomic_write(path, lambda file: torch.save(checkpoint, file))
-    save_weights_npz(Path(path).with_suffix(".npz"), state, kwargs)
+def training_outputs(out, checkpoint, config):
+    """Every file a training run writes, in the order it writes them: the checkpoint first, as it
+    is what costs minutes to remake (if the disk fills up, the figures are what is missing)."""
+    figures = ["metrics.json", "pytorch_unet_segmentation.png", "training_curves.png"]
+    figures += ["weight_map.png"] if config.weight_map else []
+    return [checkpoint, checkpoint.with_suffix(".npz"), *(out / name for name in figures)]
 
 
-def load_checkpoint(path, kwargs=None):
-    """A checkpoint of this script for a UNet(**kwargs) — for the network its own config
-    describes when kwargs is None — or CheckpointError saying why not.
-
-    `weights_only=True` unpickles tensors and plain containers only: a file that asks for
-    anything else (a function to call, say) is refused before any of it runs.
-    """
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says more
-            warnings.simplefilter("ignore")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist") from None
-    except pickle.UnpicklingError as error:
-        refused = re.search(r"GLOBAL (\S+)", str(error))
-        if refused:
-            raise CheckpointError(
-                f"{path} was refused: loading it would call {refused.group(1)}, and this script never "
-                "runs code from a file"
-            ) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint") from None
-    except (RuntimeError, OSError, EOFError, ValueError):
-        raise CheckpointError(f"{path} is damaged or truncated") from None
-    if not isinstance(checkpoint, dict) or not {"state_dict", "config", "optimizer"} <= checkpoint.keys():
-        raise CheckpointError(
-            f"{path} was not written by 01_pytorch.py (it lacks state_dict, config or optimizer)"
-        )
-    if kwargs is None:
-        kwargs = checkpoint["config"]
-    if checkpoint["config"] != kwargs:
-        differences = ", ".join(
-            f"{name}={checkpoint['config'].get(name)} (this run: {value})"
-            for name, value in kwargs.items()
-            if checkpoint["config"].get(name) != value
-        )
-        raise CheckpointError(f"{path} was trained with {differences}; pass the same options to resume it")
-    try:
-        expected = {name: tuple(value.shape) for name, value in UNet(**kwargs).state_dict().items()}
-    except (TypeError, ValueError, IndexError) as error:
-        raise CheckpointError(f"{path} has a config no UNet can take ({error})") from None
-    problem = first_mismatch(
-        {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}, expected
+def save_outputs(args, config, step, model, optimizer, history, final, data, preds):
+    """The checkpoint (.pt and .npz, one run_id), metrics.json, the figure the README shows, the
+    curves, and with --weight-map the map itself."""
+    run_id, out = checkpoints.new_run_id(), args.out
+    checkpoints.save(
+        args.checkpoint,
+        model_args=model_args(config),
+        state=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        config=asdict(config),
+        run_id=run_id,
+        step=step,
     )
-    if problem:
-        raise CheckpointError(f"{path} does not fit this network: {problem}")
-    return checkpoint
-
-
-def save_outputs(out, config, history, final, data, preds):
-    """The figure the README shows, the curves, metrics.json, and with --weight-map the map."""
+    save_json(
+        out / "metrics.json", {"run_id": run_id, "config": asdict(config), "history": history, "final": final}
+    )
     images, masks = data.val_images.numpy(), data.val_masks.numpy()
     rows = slice(0, 4)
     variant = "" if config.skip else " without skip connections"
     if config.touching:
         variant += ", touching circles" + (", weight map" if config.weight_map else "")
-    scores = f"validation Dice {final['val_dice']:.3f}, boundary F1 {final['val_boundary_f1']:.3f}"
-    if "val_object_f1" in final:
-        scores += f", object F1 {final['val_object_f1']:.3f}"
-    per_image = dice(preds[rows], masks[rows], per_image=True)
-    save_segmentation_figure(
+    plotting.save_segmentation_figure(
         images[rows],
         masks[rows],
         preds[rows],
         out / "pytorch_unet_segmentation.png",
-        title=f"U-Net{variant}: {scores}",
-        row_labels=[f"Dice {d:.3f}" for d in per_image],
+        title=f"U-Net{variant}: {describe(final)}",
+        row_labels=[f"Dice {d:.3f}" for d in dice(preds[rows], masks[rows], per_image=True)],
     )
-    save_training_curves(history, out / "training_curves.png")
+    plotting.save_training_curves(history, out / "training_curves.png")
     if config.weight_map:
-        save_weight_map_figure(
-            data.train_images[0, 0].numpy(),
-            data.train_masks[0, 0].numpy(),
-            data.train_weights[0, 0].numpy(),
-            out / "weight_map.png",
-        )
-    save_json(out / "metrics.json", {"config": asdict(config), "history": history, "final": final})
+        train = (data.train_images, data.train_masks, data.train_weights)
+        plotting.save_weight_map_figure(*(t[0, 0].numpy() for t in train), out / "weight_map.png")
 
 
 # ----------------------------------------------------------------------------- your own image
@@ -473,19 +434,10 @@ TILE = 128  # input side of one tile
 MARGIN = 16
 
 
-def read_grayscale(path):
-    """(1, H, W) float32 from a PNG or JPEG, standardised as the training images are."""
-    pixels = matplotlib.image.imread(path)  # (H, W), (H, W, 3) or (H, W, 4)
-    if pixels.ndim == 3:
-        pixels = pixels[..., :3].mean(axis=-1)  # grey, ignoring any alpha channel
-    return standardize(pixels.astype(np.float32))[None]
-
-
-def segment_image(model, kwargs, image, device):
-    """Mask (H, W) of an image of any size: the trained net run tile by tile (common/tiling.py).
-
-    Returns the mask and the distance between tile seams, for drawing the grid."""
-    depth, padding = kwargs["depth"], kwargs["padding"]
+def segment_image(model, args, image, device):
+    """Mask (H, W) of a (1, H, W) standardised image of any size: the trained net run tile by
+    tile (common/tiling.py). Returns the mask and the distance between tile seams."""
+    depth, padding = args["depth"], args["padding"]
     tile = TILE if output_size(TILE, depth, padding) else nearest_valid_sizes(TILE, depth, padding)[1]
     margin = MARGIN if padding == "same" else 0  # a valid net's tiles are exact already
 
@@ -493,264 +445,156 @@ def segment_image(model, kwargs, image, device):
     def forward(window):  # (1, C, tile, tile) → (1, K, t, t)
         return model(torch.from_numpy(window).to(device)).float().cpu().numpy()
 
-    logits = predict_tiled(image, forward, tile, 2**depth, margin)  # (1, H, W)
-    return logits[0] > 0, kept_step(output_size(tile, depth, padding), 2**depth, margin)
+    logits = predict_tiled(image, forward, tile, 2**depth, margin)  # (K, H, W)
+    return foreground(logits), kept_step(output_size(tile, depth, padding), 2**depth, margin)
 
 
-def predict(image_path, checkpoint, image, device):
-    """Segment one image with a trained checkpoint; save the mask and an overlay beside it."""
-    kwargs = checkpoint["config"]
-    model = UNet(**kwargs).to(device).eval()
-    model.load_state_dict(checkpoint["state_dict"])
-    mask, step = segment_image(model, kwargs, image, device)
-    stem = image_path.with_suffix("")
-    save_grey_png(mask, f"{stem}_mask.png")
-    save_overlay(image[0], mask, f"{stem}_overlay.png", grid=step)
-    print(
-        f"{image_path}: {image.shape[2]}×{image.shape[1]} pixels, {mask.mean():.1%} foreground, "
-        f"tiles of {TILE} px placed every {step} px; wrote {stem}_mask.png and {stem}_overlay.png"
-    )
+def predict(paths, device, checkpoint, pixels):
+    """Segment one image with a trained checkpoint; write its mask and an overlay into --out."""
+    mask_path, overlay_path = prediction_outputs(paths)
+    if pixels.std() < 1e-6:  # standardising would divide by ~0 and make noise of nothing
+        cli.warn(f"{paths.predict} is uniform: there is nothing to segment, so the mask is all background")
+        mask, step = np.zeros(pixels.shape, bool), None
+    else:
+        model = UNet(**checkpoint.model_args).to(device).eval()
+        model.load_state_dict({name: torch.from_numpy(value) for name, value in checkpoint.state.items()})
+        mask, step = segment_image(model, checkpoint.model_args, standardize(pixels)[None], device)
+    save_mask_png(mask, mask_path)
+    plotting.save_overlay(pixels, mask, overlay_path, grid=step)
+    print(f"{paths.predict}: {pixels.shape[1]}×{pixels.shape[0]} pixels, {mask.mean():.1%} foreground")
+    print(f"wrote {mask_path} and {overlay_path}")
 
 
 # ----------------------------------------------------------------------------- main
 
 
 def build_parser():
-    defaults = TrainConfig()
-    parser = ArgumentParser(description="Train a U-Net on synthetic circles and save its figures.")
-    parser.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=defaults.epochs,
-        help="passes over the training set (default %(default)s)",
+    parser = cli.ArgumentParser(
+        description="Train a U-Net on synthetic circles: figures and metrics.json go into --out, the weights "
+        "into --checkpoint. With --predict, segment an image with a trained checkpoint instead."
     )
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        help="stop after this many optimizer steps, whatever --epochs says",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.batch_size,
-        help="images per optimizer step (default %(default)s)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_float,
-        default=defaults.lr,
-        help="peak learning rate of the one-cycle schedule (default %(default)s)",
-    )
-    parser.add_argument(
-        "--schedule",
-        choices=("one-cycle", "constant"),
-        default=defaults.schedule,
-        help="learning-rate schedule; constant is the untuned baseline (default %(default)s)",
-    )
-    parser.add_argument(
-        "--size",
-        type=positive_int,
-        default=defaults.size,
-        help="image side in pixels, a multiple of 2**depth (default %(default)s)",
-    )
-    parser.add_argument(
-        "--depth",
-        type=positive_int,
-        default=defaults.depth,
-        help="number of 2×2 max-pool steps (default %(default)s)",
-    )
-    parser.add_argument(
-        "--base-channels",
-        type=positive_int,
-        default=defaults.base_channels,
-        help="channels of the first level; each level doubles them (default %(default)s)",
-    )
-    parser.add_argument(
-        "--train-size",
-        type=positive_int,
-        default=defaults.train_size,
-        help="training images (default %(default)s)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=non_negative_int,
-        default=defaults.seed,
-        help="seeds the data, the weights and the batch order (default %(default)s)",
-    )
-    parser.add_argument(
-        "--eval-every",
-        type=positive_int,
-        default=defaults.eval_every,
-        help="validate every this many steps, and always at the end (default %(default)s)",
-    )
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda", "mps"),
-        default="auto",
-        help="where to train; auto picks cuda, then mps, then cpu",
-    )
-    parser.add_argument(
-        "--no-skip",
-        action="store_true",
-        help="cut the skip connections (the decoder gets zeros) to see what they do",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("assets"),
-        help="folder for the figures and metrics.json (default %(default)s)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=Path("checkpoints/unet_circles.pt"),
-        help="where to save the weights; a .npz with the same stem goes beside it",
-    )
-    parser.add_argument(
-        "--touching",
-        action="store_true",
-        help="train on clusters of circles 1-3 px apart and score object F1 (a merged pair is two misses)",
-    )
-    parser.add_argument(
-        "--weight-map",
-        action="store_true",
-        help="weight each pixel's loss by the paper's eq. 2, which stresses the gaps between circles",
-    )
-    parser.add_argument(
-        "--predict",
-        type=Path,
-        help="segment this PNG/JPEG (any size) with the --checkpoint network instead of training",
-    )
-    parser.add_argument(
-        "--resume",
-        type=Path,
-        help="start from this checkpoint's weights and optimizer state (same network options)",
-    )
+    cli.add_options(parser, TrainConfig)  # the recipe; below, the files
+    add = parser.add_argument
+    add("--out", type=cli.writable_folder, help="output folder (default: assets; predictions with --predict)")
+    add("--checkpoint", type=Path, default=Path("checkpoints/unet_circles.pt"), help=CHECKPOINT_HELP)
+    add("--resume", type=cli.readable_file, help="start from this .pt's weights and Adam state")
+    add("--predict", type=cli.readable_file, help=f"segment this image (≤ {MAX_PIXELS:,} pixels) instead")
+    add("--overwrite", action="store_true", help="let --predict replace files already in --out")
     return parser
 
 
-def check_training(args, parser):
-    """(config, device, checkpoint to resume or None): every option checked before any work."""
-    config = TrainConfig(
-        epochs=args.epochs,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        schedule=args.schedule,
-        size=args.size,
-        depth=args.depth,
-        base_channels=args.base_channels,
-        train_size=args.train_size,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        device=args.device,
-        skip=not args.no_skip,
-        touching=args.touching,
-        weight_map=args.weight_map,
+CHECKPOINT_HELP = "training: the .pt to write, an .npz beside it; --predict: the .pt or .npz to use"
+
+
+BN_NEEDS_TWO = "leaves batch norm one value per channel to normalise; use 2 or more, or a larger --size"
+
+
+def check_training(parser, args, device):
+    """(config, checkpoint to resume or None): every option checked before any work. The config
+    records what the run uses: the device found for "auto", no mixed precision off CUDA."""
+    config = cli.config_from(args, TrainConfig)
+    config = replace(
+        config, device=device.type, mixed_precision=config.mixed_precision and device.type == "cuda"
     )
-    if config.weight_map and not config.touching:
-        parser.error(
-            "argument --weight-map: needs --touching, whose circles have the instance labels it is built from"
-        )
-    problem = size_error(config.size, config.depth, "same")
-    if problem:
-        parser.error(f"argument --size: {problem}")
-    if config.batch_size > config.train_size:
-        parser.error(
-            f"argument --batch-size: {config.batch_size} is more than --train-size {config.train_size}"
-        )
-    device, problem = pick_device(config.device)
-    if problem:
-        parser.error(problem)
-    if args.checkpoint.suffix == ".npz":
-        parser.error("argument --checkpoint: give a .pt path; the .npz is written beside it")
-    for option, folder in (("--out", args.out), ("--checkpoint", args.checkpoint.parent)):
-        problem = unwritable_reason(folder)
-        if problem:
-            parser.error(f"argument {option}: {problem}")
-    if args.checkpoint.is_dir():
-        parser.error(f"argument --checkpoint: {args.checkpoint} is a folder; give a file name ending in .pt")
+    pixels, bottom = config.train_size * config.size**2, config.size // 2**config.depth
+    outputs = training_outputs(args.out, args.checkpoint, config)
+    cli.check_rules(
+        parser,
+        [  # (option, what is wrong or a false value), in the order a user should fix them
+            ("--size", size_error(config.size, config.depth, "same")),
+            (
+                "--train-size",
+                pixels > MAX_TRAIN_PIXELS and f"{pixels:,} pixels to hold; at most {MAX_TRAIN_PIXELS:,}",
+            ),
+            ("--batch-size", config.batch_size > config.train_size and "more than --train-size"),
+            (
+                "--batch-size",
+                config.batch_size * bottom**2 < 2 and "1 leaves batch norm one value per channel",
+            ),
+            (
+                "--weight-map",
+                config.weight_map and not config.touching and "needs --touching's instance labels",
+            ),
+            ("--checkpoint", args.checkpoint.suffix != ".pt" and "give a .pt path; the .npz goes beside it"),
+            ("--checkpoint", cli.first_refusal(outputs[:2])),
+            ("--out", cli.first_refusal(outputs[2:])),
+        ],
+    )
     resumed = None
     if args.resume:
         try:
-            resumed = load_checkpoint(args.resume, model_kwargs(config))
+            resumed = checkpoints.load(args.resume)
+            checkpoints.check_resumable(resumed, model_args(config))
         except CheckpointError as error:
             parser.error(f"argument --resume: {error}")
-    return config, device, resumed
+    return config, resumed
 
 
-def check_prediction(args, parser):
-    """(checkpoint, image, device) for --predict, each checked before any work."""
-    device, problem = pick_device(args.device)
-    if problem:
-        parser.error(problem)
+def prediction_outputs(args):
+    return [args.out / f"{args.predict.stem}_mask.png", args.out / f"{args.predict.stem}_overlay.png"]
+
+
+def check_prediction(parser, args):
+    """(checkpoint, image pixels) for --predict, each checked before any work."""
+    outputs = prediction_outputs(args)
+    existing = next((path for path in outputs if path.exists()), None)
+    cli.check_rules(
+        parser,
+        [
+            ("--out", existing and not args.overwrite and f"{existing} exists; --overwrite replaces it"),
+            ("--out", cli.first_refusal(outputs)),
+        ],
+    )
     try:
-        checkpoint = load_checkpoint(args.checkpoint)
+        checkpoint = checkpoints.load(args.checkpoint)
     except CheckpointError as error:
         parser.error(f"argument --checkpoint: {error}")
     try:
-        image = read_grayscale(args.predict)
-    except (OSError, ValueError, SyntaxError) as error:
-        parser.error(f"argument --predict: cannot read {args.predict} as an image ({error})")
-    problem = unwritable_reason(args.predict.parent)
-    if problem:
-        parser.error(f"argument --predict: the mask goes beside the image, but {problem}")
-    return checkpoint, image, device
+        pixels = read_image(args.predict)
+    except ImageError as error:
+        parser.error(f"argument --predict: {error}")
+    return checkpoint, pixels
 
 
-def run_training(paths, config, device, resumed):
-    """Data → model → training → outputs: the lesson's main line."""
+def run_training(args, device, config, resumed):
+    """Model → data → training → outputs: the lesson's main line."""
     torch.manual_seed(config.seed)
-    data = make_data(config)
-
     model = build_model(config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if resumed:
-        model.load_state_dict(resumed["state_dict"])
-        optimizer.load_state_dict(resumed["optimizer"])
-    autocast = autocast_for(config, device)
+        model.load_state_dict({name: torch.from_numpy(value) for name, value in resumed.state.items()})
+        optimizer.load_state_dict(resumed.optimizer)
+    data = make_data(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"UNet(base_channels={config.base_channels}, depth={config.depth}): {n_params:,} parameters, "
         f"training on {device.type}, {config.train_size} images of {config.size}×{config.size}"
-        + (f", resuming {paths.resume}" if resumed else "")
+        + (f", resuming {args.resume} at step {resumed.step}" if resumed else "")
     )
-
     try:
-        history = train(model, optimizer, data, config, device, autocast)
+        history, final, preds = train(model, optimizer, data, config, device, autocast_for(config, device))
     except Diverged as error:
-        sys.exit(f"01_pytorch.py: {error}; nothing was saved. Try a lower --lr (this run: {config.lr}).")
-    final, preds = evaluate(model, data, device, autocast)
-    save_outputs(paths.out, config, history, final, data, preds)
-    save_checkpoint(model, optimizer, model_kwargs(config), paths.checkpoint)
-    objects = f"  object F1 {final['val_object_f1']:.4f}" if "val_object_f1" in final else ""
-    print(
-        f"final: val Dice {final['val_dice']:.4f}  IoU {final['val_iou']:.4f}  "
-        f"boundary F1 {final['val_boundary_f1']:.4f}{objects}  ({history[-1]['seconds']:.1f} s of training)"
-    )
-    print(
-        f"wrote {paths.out / 'pytorch_unet_segmentation.png'}, {paths.out / 'training_curves.png'}, "
-        f"{paths.out / 'metrics.json'}, {paths.checkpoint} and {paths.checkpoint.with_suffix('.npz')}"
-    )
+        sys.exit(
+            f"01_pytorch.py: training diverged: {error}; nothing was saved. Try a lower --lr ({config.lr})."
+        )
+    step = (resumed.step if resumed else 0) + total_steps(config)
+    save_outputs(args, config, step, model, optimizer, history, final, data, preds)
+    print(f"final: {describe(final)}  ({history[-1]['seconds']:.1f} s of training)")
+    print("wrote " + ", ".join(map(str, training_outputs(args.out, args.checkpoint, config))))
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.out = args.out or Path("predictions" if args.predict else "assets")
+    unavailable = f"{args.device} is not available on this machine; use cpu or auto"
+    cli.check_rules(parser, [("--device", not available_devices().get(args.device, True) and unavailable)])
+    device = pick_device(args.device)
     if args.predict:
-        predict(args.predict, *check_prediction(args, parser))
+        predict(args, device, *check_prediction(parser, args))
     else:
-        run_training(args, *check_training(args, parser))
+        run_training(args, device, *check_training(parser, args, device))
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        # Every write is atomic, so whatever was on disk before is still whole.
-        print(
-            "01_pytorch.py: interrupted; files written before now are whole, none half-written",
-            file=sys.stderr,
-        )
-        sys.exit(130)  # the shell's convention for a program ended by Ctrl-C (128 + SIGINT)
+    cli.run(main)

@@ -52,7 +52,9 @@ def run(config, data, device):
     model = lesson.build_model(config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-        history = lesson.train(model, optimizer, data, config, device, lesson.autocast_for(config, device))
+        history, _, _ = lesson.train(
+            model, optimizer, data, config, device, lesson.autocast_for(config, device)
+        )
     reached = next((entry["seconds"] for entry in history if entry["val_dice"] >= TARGET), None)
     images_per_second = history[-1]["step"] * config.batch_size / history[-1]["seconds"]
     return reached, history[-1]["val_dice"], images_per_second

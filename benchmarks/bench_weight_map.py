@@ -34,8 +34,7 @@ def train_and_predict(config):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     autocast = lesson.autocast_for(config, device)
     with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-        lesson.train(model, optimizer, data, config, device, autocast)
-    scores, preds = lesson.evaluate(model, data, device, autocast)
+        _, scores, preds = lesson.train(model, optimizer, data, config, device, autocast)
     return scores, preds, data
 
 

@@ -1,29 +1,62 @@
-"""Command-line conventions both scripts share: a mistake is one line on stderr, exit 2."""
+"""Command-line plumbing both scripts share.
+
+- Each option is written once, as a dataclass field made by `option(...)`: its name is the
+  flag (`batch_size` → `--batch-size`), its default, its check and its help sit on one line,
+  and `add_options`/`config_from` turn the fields into argparse options and back.
+- Each value is checked on its own by its argparse `type=` function, so a bad value fails in
+  the parser; checks that involve several options are one table per script (`check_rules`).
+- A mistake is one line on stderr and exit status 2; Ctrl-C, SIGTERM and a failed write are
+  one line too (`run`), never a traceback.
+"""
 
 import argparse
+import dataclasses
 import math
+import signal
+import sys
+from pathlib import Path
+
+from common.files import WriteError, replace_refusal, unwritable_reason
+from common.geometry import MAX_BASE_CHANNELS, MAX_DEPTH, MAX_SIZE
+
+SEED_LIMIT = 2**32  # NumPy and torch seed generators from this range
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown for options that take a value; a flag's "(default: False)" says nothing."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with errors as one line (`prog: error: …`) instead of a usage block."""
+    """argparse, with errors as one line (`prog: error: …`) instead of a usage block, and no
+    abbreviated options: `--base` must not quietly mean `--base-channels`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(formatter_class=HelpFormatter, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _whole_number(text, smallest):
-    value = int(text) if text.lstrip("+").isdigit() else -1
-    if value < smallest:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ {smallest}, got {text!r}")
-    return value
+# ----------------------------------------------------------------------------- one value each
 
 
-def positive_int(text):
-    return _whole_number(text, 1)
+def whole_number(smallest, largest):
+    """An argparse type: a whole number in [smallest, largest], the range named when refused."""
 
+    def check(text):
+        value = int(text) if text.strip().lstrip("+").isdigit() else None
+        if value is None or not smallest <= value <= largest:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {smallest} to {largest:,}, got {text!r}"
+            )
+        return value
 
-def non_negative_int(text):
-    return _whole_number(text, 0)
+    return check
 
 
 def positive_float(text):
@@ -34,3 +67,142 @@ def positive_float(text):
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
+
+
+def readable_file(text):
+    """An existing file this process can open: checked now, not after minutes of work."""
+    path = Path(text)
+    try:
+        with path.open("rb"):
+            pass
+    except IsADirectoryError:
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file") from None
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}") from None
+    return path
+
+
+def writable_folder(text):
+    """A folder that exists or can be created, and that files can be written into."""
+    problem = unwritable_reason(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def output_file(*suffixes):
+    """An argparse type: a file to write, with one of `suffixes`, that may be created or replaced."""
+
+    def check(text):
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{path} must end in {' or '.join(suffixes)}")
+        problem = replace_refusal(path)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return path
+
+    return check
+
+
+# ----------------------------------------------------------------------------- options as fields
+
+
+def option(default, type=None, help="", choices=None):
+    """A dataclass field that is also a command-line option. A bool becomes a flag that flips
+    its default (`skip: bool = option(True, …)` → `--no-skip`)."""
+    return dataclasses.field(default=default, metadata=dict(type=type, help=help, choices=choices))
+
+
+def flag_name(field):
+    name = field.name.replace("_", "-")
+    return f"--no-{name}" if field.default is True else f"--{name}"
+
+
+def add_options(parser, config_class):
+    """One argparse option per field of `config_class`, whose `dest` is the field's name."""
+    for field in dataclasses.fields(config_class):
+        spec = field.metadata
+        if isinstance(field.default, bool):
+            action = "store_false" if field.default else "store_true"
+            parser.add_argument(flag_name(field), dest=field.name, action=action, help=spec["help"])
+        else:
+            parser.add_argument(
+                flag_name(field),
+                dest=field.name,
+                type=spec["type"],
+                choices=spec["choices"],
+                default=field.default,
+                help=spec["help"],
+            )
+
+
+def config_from(args, config_class):
+    return config_class(
+        **{field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)}
+    )
+
+
+def size_option(default=64):
+    return option(default, whole_number(1, MAX_SIZE), "image side in pixels, a size the network can take")
+
+
+def depth_option(default=3):
+    return option(default, whole_number(1, MAX_DEPTH), "number of 2×2 max-pool steps (levels below the top)")
+
+
+def base_channels_option(default=8):
+    return option(
+        default, whole_number(1, MAX_BASE_CHANNELS), "channels of the first level; each level doubles them"
+    )
+
+
+def seed_option(default=0):
+    return option(default, whole_number(0, SEED_LIMIT - 1), "seeds the data, the weights and the batch order")
+
+
+# ----------------------------------------------------------------------------- several at once
+
+
+def check_rules(parser, rules):
+    """Stop at the first broken rule: `rules` are (option, problem or None) pairs, in the order
+    a user should fix them."""
+    for name, problem in rules:
+        if problem:
+            parser.error(f"argument {name}: {problem}")
+
+
+def first_refusal(paths):
+    """Why the first of `paths` that cannot be written or replaced cannot, or None."""
+    return next(filter(None, map(replace_refusal, paths)), None)
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` and atomic write cleans up the same way."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
+def run(main, argv=None):
+    """main(argv), with what a user can cause while it runs turned into one line on stderr:
+    Ctrl-C (exit 130) or SIGTERM (143) — every write is atomic, so what was on disk stays
+    whole — and a write that failed (a full disk, say: exit 1), whose old file stays whole."""
+    prog = Path(sys.argv[0]).name
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        main(argv)
+    except KeyboardInterrupt as stop:
+        print(f"{prog}: interrupted; files written before now are whole, none half-written", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT))
+    except WriteError as error:
+        sys.exit(f"{prog}: {error}")
+
+
+def warn(message):
+    """One line on stderr for what the user should know but need not fix."""
+    print(f"{Path(sys.argv[0]).name}: warning: {message}", file=sys.stderr)

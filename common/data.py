@@ -148,7 +148,7 @@ def circle_image(size, circles, seed=0):
 if __name__ == "__main__":
     import argparse
 
-    from common.plotting import save_grey_png
+    from common.images import save_grey_png
 
     parser = argparse.ArgumentParser(description="Write a PNG of many circles to try --predict on.")
     parser.add_argument("path", help="where to write the PNG")

@@ -1,34 +1,109 @@
-"""Every file the project writes goes through `atomic_write`, so an interrupted run never
-leaves a half-written figure, JSON or checkpoint where a good one was."""
+"""Every file the project writes goes through `atomic_write_all`, so an interrupted or failed
+run never leaves a half-written figure, JSON or checkpoint where a good one was, nor a
+checkpoint's .pt from one run beside the .npz of another."""
 
+import contextlib
 import json
 import os
+import signal
+import stat
 import tempfile
-import zipfile
 from pathlib import Path
 
-import numpy as np
+
+class WriteError(Exception):
+    """A file that could not be written; its message is one line for the user."""
 
 
 def atomic_write(path, write):
-    """Call `write(binary_file)` on a temporary file beside `path`, then rename it into place.
+    """Call `write(binary_file)` on a temporary file beside `path`, then rename it into place."""
+    atomic_write_all({path: write})
 
-    `os.replace` within one folder is atomic: readers see the old file or the new one, never
-    a mix. On any error (Ctrl-C included) the temporary file is removed and `path` is untouched.
+
+def atomic_write_all(writes):
+    """Write several files as one: each `write(binary_file)` fills a temporary file beside its
+    path, and only once every one is written and flushed to disk are they renamed into place.
+
+    `os.replace` within one folder is atomic: readers see the old file or the new one, never a
+    mix. Ctrl-C and SIGTERM wait until every rename is done, so that no set of files is left
+    half renamed. On any error before the renames (Ctrl-C, a full disk) every temporary file is
+    removed and every target is as it was. Raises WriteError, before writing anything, if a
+    target is refused (see `replace_refusal`), and for an OSError while writing.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    targets = {Path(path): write for path, write in writes.items()}
+    for path in targets:
+        problem = replace_refusal(path)
+        if problem:
+            raise WriteError(problem)
+    temporaries = []
     try:
-        with os.fdopen(handle, "wb") as file:
+        for path, write in targets.items():
+            temporaries.append(write_temporary(path, write))
+        with interrupts_deferred():
+            for path, temporary in zip(targets, temporaries, strict=True):
+                os.replace(temporary, path)
+    except BaseException as error:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WriteError(f"could not write {path}: {error.strerror or error}") from error
+        raise
+
+
+def write_temporary(path, write):
+    """A temporary file `.<name>.<random>.tmp` beside `path`, filled by `write` and on disk.
+
+    It gets the mode `path` has, or a new file's usual mode (mkstemp makes it private, 0600),
+    so that replacing a file never changes who may read it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "wb") as file:
+        try:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, new_file_mode())  # mkstemp makes it private (0600); give it the usual mode
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+            os.fchmod(file.fileno(), stat.S_IMODE(path.stat().st_mode) if path.exists() else new_file_mode())
+        except BaseException:
+            os.unlink(name)
+            raise
+    return Path(name)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold SIGINT (Ctrl-C) and SIGTERM until the block is done, then deliver them.
+
+    Blocking them with `signal.pthread_sigmask` would not do: it blocks them for this thread
+    only, and the kernel hands them to one of torch's worker threads instead. Python runs
+    signal handlers in the main thread, so the handlers set here catch them wherever they land.
+    """
+    received = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
+
+
+def replace_refusal(path):
+    """Why `path` must not be created or replaced, as a phrase, or None if it may.
+
+    Read-only is judged from the mode bits, not `os.access`: as root, `os.access` says every
+    file is writable, and a file someone marked read-only should stay as it is.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder"
+    if path.exists() and not stat.S_IMODE(path.stat().st_mode) & 0o222:
+        return f"{path} is read-only"
+    return unwritable_reason(path.parent)
 
 
 def new_file_mode():
@@ -40,62 +115,6 @@ def new_file_mode():
 
 def save_json(path, data):
     atomic_write(path, lambda file: file.write(json.dumps(data, indent=2).encode() + b"\n"))
-
-
-def save_weights_npz(path, state, config):
-    """Weights as plain arrays named by their `state_dict` keys, plus the network's keyword
-    arguments as a JSON string: readable without torch and without pickle."""
-    arrays = {name: np.asarray(value) for name, value in state.items()}
-    atomic_write(path, lambda file: np.savez(file, config=np.array(json.dumps(config)), **arrays))
-
-
-class CheckpointError(Exception):
-    """A weights file that cannot be used; its message is one line for the user."""
-
-
-NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive
-
-
-def load_weights_npz(path):
-    """(params, config) from a file written by `save_weights_npz`.
-
-    Never unpickles: a file that would need pickle is refused, since unpickling can run code.
-    Raises CheckpointError naming what is wrong with the file.
-    """
-    path = Path(path)
-    try:
-        with path.open("rb") as file:
-            if file.read(4) != NPZ_MAGIC:
-                raise CheckpointError(f"{path} is not an .npz archive")
-        with np.load(path, allow_pickle=False) as archive:
-            if "config" not in archive.files:
-                raise CheckpointError(f"{path} has no 'config' entry: it was not written by 01_pytorch.py")
-            params = {name: archive[name] for name in archive.files if name != "config"}
-            config = json.loads(str(archive["config"]))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist") from None
-    except ValueError as error:  # numpy refuses object arrays, json refuses a bad config
-        if "allow_pickle" in str(error):
-            raise CheckpointError(
-                f"{path} holds Python objects that only pickle could load; "
-                "refused, since unpickling can run code"
-            ) from None
-        raise CheckpointError(f"{path} has an unreadable config: {error}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{path} is damaged or truncated ({error})") from None
-    return params, config
-
-
-def first_mismatch(found, expected):
-    """The first way in which the weights `found` differ from the network's `expected` ones,
-    as a phrase naming the key and both shapes, or None. Both map names to shapes."""
-    for name, shape in expected.items():
-        if name not in found:
-            return f"it lacks {name} {tuple(shape)}"
-        if tuple(found[name]) != tuple(shape):
-            return f"{name} is {tuple(found[name])} where this network has {tuple(shape)}"
-    extra = sorted(found.keys() - expected.keys())
-    return f"it has {extra[0]}, which this network does not" if extra else None
 
 
 def unwritable_reason(folder):

@@ -1,4 +1,4 @@
-"""Which input sizes a U-Net can take, and what size comes out.
+"""Which input sizes a U-Net can take, what size comes out, and the shapes of its weights.
 
 `depth` is the number of 2×2 max-pool steps. Every pool needs an even side, so with
 "same" padding the input must be a multiple of 2**depth. With "valid" padding (the
@@ -47,3 +47,54 @@ def size_error(size, depth, padding):
         f"size {size} does not fit a depth-{depth} U-Net with {padding} padding ({reason}); "
         f"nearest valid sizes: {nearest}"
     )
+
+
+# Limits on what a command line or a checkpoint may ask for, so that a typo cannot ask for more
+# memory than a machine has: at depth 6 and base 128 the bottleneck has 8192 channels and the net
+# 2.0 billion parameters; 100,000 training images of 64² take 1.6 GB per array.
+MAX_SIZE = 1024
+MAX_DEPTH = 6
+MAX_BASE_CHANNELS = 128
+MAX_TRAIN_PIXELS = 100_000 * 64 * 64
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # batch norm's statistics
+
+
+def parameter_shapes(model_args):
+    """Name → shape of every entry of `UNet(**model_args).state_dict()`, in its order.
+
+    Computed, not built: a checkpoint's shapes are checked before a network of that size is
+    ever allocated. Level l has base_channels·2^l channels; with batch norm a convolution has
+    no bias (the norm subtracts the mean), and each norm keeps 4 vectors and a step count.
+    """
+    shapes = {}
+
+    def double_conv(prefix, c_in, c_out):  # paper, Fig. 1: two 3×3 convolutions per level
+        for conv, c in (("1", c_in), ("2", c_out)):
+            shapes[f"{prefix}.conv{conv}.weight"] = (c_out, c, 3, 3)
+            if model_args["batchnorm"]:
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    shapes[f"{prefix}.bn{conv}.{name}"] = (c_out,)
+                shapes[f"{prefix}.bn{conv}.num_batches_tracked"] = ()
+            else:
+                shapes[f"{prefix}.conv{conv}.bias"] = (c_out,)
+
+    base, depth = model_args["base_channels"], model_args["depth"]
+    channels = [base * 2**level for level in range(depth + 1)]
+    inputs = [model_args["in_channels"]] + channels[:-2]
+    for level, (c_in, c_out) in enumerate(zip(inputs, channels[:-1], strict=True)):
+        double_conv(f"encoder.{level}", c_in, c_out)
+    double_conv("bottleneck", channels[-2], channels[-1])
+    for step, c in enumerate(reversed(channels[1:])):
+        shapes[f"up_convs.{step}.weight"] = (c, c // 2, 2, 2)  # ConvTranspose2d: (in, out, k, k)
+        shapes[f"up_convs.{step}.bias"] = (c // 2,)
+    for step, c in enumerate(reversed(channels[1:])):
+        double_conv(f"decoder.{step}", c, c // 2)
+    shapes["head.weight"] = (model_args["out_channels"], base, 1, 1)
+    shapes["head.bias"] = (model_args["out_channels"],)
+    return shapes
+
+
+def is_trainable(name):
+    """Whether a state_dict entry is a parameter the optimizer updates, not a buffer."""
+    return name.rsplit(".", 1)[-1] not in BUFFERS

@@ -28,6 +28,14 @@ def _reduce(scores, per_image):
     return scores if per_image else float(scores.mean())
 
 
+def foreground(logits):
+    """Binary mask (..., H, W) from logits (..., K, H, W): with one output channel, logit > 0
+    (probability > 0.5); with the paper's two, the more likely class, class 1 being the object."""
+    if logits.shape[-3] == 1:
+        return logits[..., 0, :, :] > 0
+    return logits.argmax(axis=-3) == 1
+
+
 def dice(pred, target, per_image=False):
     """Dice = 2|P ∩ T| / (|P| + |T|): the overlap the paper's successors usually report."""
     p, t = _as_images(pred), _as_images(target)
@@ -42,12 +50,6 @@ def iou(pred, target, per_image=False):
     intersection = (p & t).sum(axis=(1, 2))
     union = (p | t).sum(axis=(1, 2))
     return _reduce(_overlap_ratio(intersection, union), per_image)
-
-
-def pixel_accuracy(pred, target, per_image=False):
-    """Fraction of pixels labelled correctly; high even for a net that misses small objects."""
-    p, t = _as_images(pred), _as_images(target)
-    return _reduce((p == t).mean(axis=(1, 2)), per_image)
 
 
 def boundary(mask):

@@ -1,22 +1,36 @@
-"""Figures, drawn headless: `matplotlib.figure.Figure` needs no display and no pyplot state."""
+"""Figures, drawn headless: `matplotlib.figure.Figure` needs no display and no pyplot state.
+The overlay of a predicted mask is the exception: a raster drawn in NumPy, whatever the image's size."""
 
 import io
 import math
+from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from common.files import atomic_write
+from common.images import save_png
+from common.metrics import boundary
 
 COLUMNS = ("Input", "Ground truth", "Predicted mask")
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def figure_format(path):
+    """The format the path's suffix names ("png", "pdf" or "svg"); ValueError for any other
+    suffix, so that a command line can refuse a bad name before any work."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_SUFFIXES:
+        raise ValueError(f"{path}: a figure's name must end in one of {', '.join(FIGURE_SUFFIXES)}")
+    return suffix[1:]
 
 
 def save_figure(figure, path):
-    """Render to memory, then write atomically: a failed render never touches `path`."""
+    """Render to memory in the format the suffix names, then write atomically: a failed
+    render never touches `path`."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    figure.savefig(buffer, format=figure_format(path), dpi=100, bbox_inches="tight")
     atomic_write(path, lambda file: file.write(buffer.getvalue()))
 
 
@@ -142,30 +156,55 @@ def save_architecture_figure(rows, path):
     save_figure(figure, path)
 
 
-def save_grey_png(mask, path):
-    """An (H, W) array of values in [0, 1] — a mask, say — as a grey PNG of the same size."""
-    buffer = io.BytesIO()
-    matplotlib.image.imsave(
-        buffer, np.asarray(mask, dtype=np.float32), cmap="gray", vmin=0, vmax=1, format="png"
-    )
-    atomic_write(path, lambda file: file.write(buffer.getvalue()))
+DISPLAY_MAX = 2000  # the overlay's largest side, in pixels
+RED, YELLOW = (255, 0, 0), (255, 255, 0)
+
+
+def _display_stride(shape):
+    """The smallest whole step that shows an (H, W) image within DISPLAY_MAX a side."""
+    return math.ceil(max(shape) / DISPLAY_MAX)
+
+
+def _grey_levels(image):
+    """(H, W) floats → uint8, min..max spread over 0..255; a constant image is mid-grey."""
+    low, high = image.min(), image.max()
+    if high == low:
+        return np.full(image.shape, 128, dtype=np.uint8)
+    return np.round((image - low) / (high - low) * 255).astype(np.uint8)
+
+
+def _any_in_blocks(mask, stride):
+    """(H, W) bool → (⌈H/stride⌉, ⌈W/stride⌉): True where any pixel of the block is, so a
+    one-pixel line survives being shown smaller."""
+    height, width = mask.shape
+    padded = np.pad(mask, ((0, -height % stride), (0, -width % stride)))
+    rows, columns = padded.shape[0] // stride, padded.shape[1] // stride
+    return padded.reshape(rows, stride, columns, stride).any(axis=(1, 3))
 
 
 def save_overlay(image, mask, path, grid=None):
     """The image in grey with the mask's outline in red, and the seams between tiles every
-    `grid` pixels as thin yellow lines: where one tile's prediction meets the next."""
-    height, width = image.shape
-    figure = Figure(figsize=(8, 8 * height / width))
-    ax = figure.add_axes((0, 0, 1, 1))
-    ax.imshow(image, cmap="gray", interpolation="nearest")
-    ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+    `grid` pixels in yellow: where one tile's prediction meets the next. Written as a PNG.
+
+    Drawn pixel for pixel, not through matplotlib, so any size works (1×1, 1×N, 30000×2);
+    an image over DISPLAY_MAX a side is shown every `stride` pixels, its outline found at
+    full size first. The mask itself is saved at full size by `common.images.save_mask_png`.
+
+    Inputs:
+    - image: (H, W) floats, any scale
+    - mask: (H, W), nonzero is object
+    - grid: the distance between tile seams, or None for no seams
+    """
+    stride = _display_stride(image.shape)
+    shown = _grey_levels(image[::stride, ::stride])
+    rgb = np.repeat(shown[..., None], 3, axis=-1)  # (H/stride, W/stride, 3)
     if grid:
-        for seam in range(grid, max(height, width), grid):
-            ax.axhline(seam - 0.5, color="yellow", lw=0.6, alpha=0.7)
-            ax.axvline(seam - 0.5, color="yellow", lw=0.6, alpha=0.7)
-    ax.set(xlim=(-0.5, width - 0.5), ylim=(height - 0.5, -0.5))
-    ax.axis("off")
-    save_figure(figure, path)
+        height, width = image.shape
+        rgb[np.arange(grid, height, grid) // stride] = YELLOW  # first row of each new tile
+        rgb[:, np.arange(grid, width, grid) // stride] = YELLOW
+    outline = boundary(np.asarray(mask)[None] != 0)[0]
+    rgb[_any_in_blocks(outline, stride)] = RED
+    save_png(rgb, path)
 
 
 def save_weight_map_figure(image, mask, weights, path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from common.metrics import boundary, boundary_f1, dice, iou, pixel_accuracy
+from common.metrics import boundary, boundary_f1, dice, foreground, iou
 
 
 def square(size, top, left, side):
@@ -19,7 +19,6 @@ def test_hand_computed_overlap():
     target[1, :4] = True
     assert dice(pred, target) == pytest.approx(2 * 2 / (4 + 6))
     assert iou(pred, target) == pytest.approx(2 / 8)
-    assert pixel_accuracy(pred, target) == pytest.approx((16 - 6) / 16)
 
 
 def test_empty_masks_score_one_and_miss_scores_zero():
@@ -75,3 +74,11 @@ def test_boundary_f1_shifted_square():
 def test_rejects_other_shapes():
     with pytest.raises(ValueError, match="masks must be shaped"):
         dice(np.zeros((2, 3, 4, 4)), np.zeros((2, 3, 4, 4)))
+
+
+def test_foreground_from_one_logit_or_two_classes():
+    one = np.array([[[[-0.1, 0.0, 2.0]]]])  # (1, 1, 1, 3): the sign decides; 0 is probability 0.5, not object
+    np.testing.assert_array_equal(foreground(one), [[[False, False, True]]])
+    # Two classes (paper): the object is class 1 where its logit is the larger, whatever channel 0's sign.
+    two = np.array([[[5.0, -1.0, 0.0]], [[6.0, -2.0, 1.0]]])  # (2, 1, 3)
+    np.testing.assert_array_equal(foreground(two), [[True, False, True]])

@@ -6,14 +6,16 @@ import shutil
 import subprocess
 import sys
 
-import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from common.files import load_weights_npz
+from common import checkpoints
+from common.data import circle_image, standardize
+from common.images import read_image, save_grey_png
 
-TINY = ["--steps", "30", "--train-size", "64", "--batch-size", "8", "--eval-every", "10", "--seed", "3"]
+from conftest import TINY
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
@@ -43,110 +45,70 @@ def test_no_skip_keeps_the_weights_but_changes_the_output(pytorch_script):
         assert not torch.allclose(with_skip(x), without(x), atol=1e-3)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, pytorch_script):
-    """Two short trainings with the same seed, written to separate folders."""
-    runs = []
-    for name in ("a", "b"):
-        folder = tmp_path_factory.mktemp(name)
-        pytorch_script.main([*TINY, "--out", str(folder), "--checkpoint", str(folder / "ckpt" / "net.pt")])
-        runs.append(folder)
-    return runs
-
-
-def test_short_run_lowers_the_loss_and_writes_its_outputs(tiny_run):
-    folder = tiny_run[0]
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics) == {"config", "history", "final"}
-    assert [entry["step"] for entry in metrics["history"]] == [10, 20, 30]
+def test_short_run_lowers_the_loss_and_writes_its_outputs(trained_run):
+    metrics = json.loads((trained_run / "out" / "metrics.json").read_text())
+    assert set(metrics) == {"run_id", "config", "history", "final"}
+    assert [entry["step"] for entry in metrics["history"]] == [10, 20, 30]  # --steps overrides --epochs 1
+    scores = {"val_dice", "val_iou", "val_boundary_f1"}
     for entry in metrics["history"]:
-        assert set(entry) == {"step", "seconds", "train_loss", "val_dice", "val_iou"}
+        assert set(entry) == {"step", "seconds", "train_loss"} | scores
     assert metrics["history"][-1]["train_loss"] < 0.8 * metrics["history"][0]["train_loss"]
-    assert set(metrics["final"]) == {"val_dice", "val_iou", "val_boundary_f1"}
+    assert metrics["final"] == {key: metrics["history"][-1][key] for key in scores}  # evaluated once
     assert metrics["config"]["steps"] == 30 and metrics["config"]["seed"] == 3
+    assert metrics["config"]["device"] == "cpu" and metrics["config"]["mixed_precision"] is False  # as used
     for figure in ("pytorch_unet_segmentation.png", "training_curves.png"):
-        assert (folder / figure).read_bytes()[:4] == b"\x89PNG"
+        assert (trained_run / "out" / figure).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_same_seed_same_history(tiny_run):
-    a, b = (json.loads((folder / "metrics.json").read_text()) for folder in tiny_run)
+def test_same_seed_same_history(trained_run, pytorch_script, tmp_path):
+    pytorch_script.main([*TINY, "--out", str(tmp_path), "--checkpoint", str(tmp_path / "net.pt")])
+    a, b = (json.loads((folder / "metrics.json").read_text()) for folder in (trained_run / "out", tmp_path))
     for entry_a, entry_b in zip(a["history"], b["history"], strict=True):
         entry_a.pop("seconds"), entry_b.pop("seconds")  # wall time is the one thing that varies
         assert entry_a == entry_b
-    assert a["final"] == b["final"]
+    assert a["final"] == b["final"] and a["run_id"] != b["run_id"]
 
 
-def test_npz_equals_the_state_dict(tiny_run, pytorch_script):
-    checkpoint = torch.load(tiny_run[0] / "ckpt" / "net.pt", weights_only=True)
-    params, config = load_weights_npz(tiny_run[0] / "ckpt" / "net.npz")
-    assert config == checkpoint["config"]
-    assert params.keys() == checkpoint["state_dict"].keys()
-    for name, tensor in checkpoint["state_dict"].items():
-        np.testing.assert_array_equal(params[name], tensor.numpy())
-    net = pytorch_script.UNet(**config)
-    net.load_state_dict(checkpoint["state_dict"])  # the config rebuilds the same network
+def test_the_pt_and_the_npz_hold_the_same_run(trained_run, pytorch_script):
+    from_torch, from_numpy = (checkpoints.load(trained_run / name) for name in ("net.pt", "net.npz"))
+    metrics = json.loads((trained_run / "out" / "metrics.json").read_text())
+    assert from_torch.run_id == from_numpy.run_id == metrics["run_id"]
+    assert from_torch.step == from_numpy.step == 30
+    assert from_torch.model_args == from_numpy.model_args
+    assert from_torch.config == metrics["config"] and from_numpy.config is None
+    for name, value in from_torch.state.items():
+        np.testing.assert_array_equal(from_numpy.state[name], value)
+    net = pytorch_script.UNet(**from_numpy.model_args)
+    net.load_state_dict({name: torch.from_numpy(value) for name, value in from_numpy.state.items()})
 
 
-def test_numpy_runs_the_trained_weights_like_torch(tiny_run, scratch, pytorch_script, tmp_path):
-    params, config = load_weights_npz(tiny_run[0] / "ckpt" / "net.npz")
-    net = pytorch_script.UNet(**config).eval()
-    net.load_state_dict({name: torch.from_numpy(value) for name, value in params.items()})
+def test_numpy_runs_the_trained_weights_like_torch(trained_run, scratch, pytorch_script, tmp_path, capsys):
+    checkpoint = checkpoints.load(trained_run / "net.npz")
+    net = pytorch_script.UNet(**checkpoint.model_args).eval()
+    net.load_state_dict({name: torch.from_numpy(value) for name, value in checkpoint.state.items()})
     images = np.random.default_rng(1).standard_normal((4, 1, 64, 64)).astype(np.float32)
     with torch.no_grad():
         torch_masks = net(torch.from_numpy(images)).numpy() > 0
-    numpy_masks = scratch.unet_forward(images, params, padding=config["padding"]) > 0
+    numpy_masks = scratch.unet_forward(images, checkpoint.state, padding="same") > 0
     assert (torch_masks == numpy_masks).mean() >= 0.999
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "00_scratch.py",
-            "--weights",
-            str(tiny_run[0] / "ckpt" / "net.npz"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Dice of the NumPy forward pass against the ground truth: 0." in result.stdout
+    scratch.main(["--weights", str(trained_run / "net.npz"), "--out", str(tmp_path)])
+    assert "Dice of the NumPy forward pass against the ground truth: 0." in capsys.readouterr().out
     assert (tmp_path / "numpy_unet_segmentation.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--size", "60"], "argument --size: size 60 does not fit a depth-3 U-Net with same padding"),
-        (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
-        (["--steps", "0"], "argument --steps: expected a whole number ≥ 1, got '0'"),
-        (
-            ["--batch-size", "64", "--train-size", "32"],
-            "argument --batch-size: 64 is more than --train-size 32",
-        ),
-    ],
-)
-def test_bad_arguments_are_one_line_and_exit_2(args, message, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "01_pytorch.py", *args, "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2
-    assert result.stderr.startswith(f"01_pytorch.py: error: {message}")
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_missing_cuda_is_said_not_silently_replaced(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "01_pytorch.py", "--device", "cuda", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2
-    assert "cuda is not available on this machine" in result.stderr
+def test_resume_continues_from_the_saved_weights_and_counts_steps(
+    trained_run, pytorch_script, tmp_path, capsys
+):
+    args = ["--steps", "4", "--train-size", "32", "--batch-size", "8", "--seed", "3"]
+    paths = ["--out", str(tmp_path), "--checkpoint", str(tmp_path / "n.pt")]
+    pytorch_script.main([*args, "--resume", str(trained_run / "net.pt"), *paths])
+    assert f"resuming {trained_run / 'net.pt'} at step 30" in capsys.readouterr().out
+    before, after = checkpoints.load(trained_run / "net.pt"), checkpoints.load(tmp_path / "n.pt")
+    assert after.step == 34
+    first_before, first_after = before.state["encoder.0.conv1.weight"], after.state["encoder.0.conv1.weight"]
+    # Four more steps move the weights a little from where they were, not from a fresh start.
+    assert 0 < np.abs(first_after - first_before).max() < 0.5 * np.abs(first_before).max()
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -178,29 +140,59 @@ def test_make_demo_end_to_end(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_predict_segments_an_image_of_any_size(tiny_run, tmp_path):
-    from common.data import circle_image
-    from common.plotting import save_grey_png
-
-    image_path = tmp_path / "photo.png"
-    save_grey_png(circle_image(301, 12, seed=4)[:, :259], image_path)  # 259 wide, 301 high
-    result = subprocess.run(
-        [
-            sys.executable,
-            "01_pytorch.py",
-            "--predict",
-            str(image_path),
-            "--checkpoint",
-            str(tiny_run[0] / "ckpt" / "net.pt"),
-        ],
-        capture_output=True,
-        text=True,
+def predict(pytorch_script, image, checkpoint, folder, capsys):
+    """--predict on an (H, W) image in [0, 1]: (the mask read back, what was printed, what was warned)."""
+    save_grey_png(image, folder / "photo.png")
+    out = folder / "predicted"
+    pytorch_script.main(
+        ["--predict", str(folder / "photo.png"), "--checkpoint", str(checkpoint), "--out", str(out)]
     )
-    assert result.returncode == 0, result.stderr
-    assert "259×301 pixels" in result.stdout
-    mask = matplotlib.image.imread(tmp_path / "photo_mask.png")
-    assert mask.shape[:2] == (301, 259)
-    assert (tmp_path / "photo_overlay.png").read_bytes()[:4] == b"\x89PNG"
+    mask = np.asarray(Image.open(out / "photo_mask.png"))
+    assert (out / "photo_overlay.png").read_bytes()[:4] == b"\x89PNG"
+    captured = capsys.readouterr()
+    return mask, captured.out, captured.err
+
+
+def test_predict_segments_an_image_of_any_size_into_out(trained_run, pytorch_script, tmp_path, capsys):
+    image = circle_image(301, 12, seed=4)[:, :259]
+    mask, printed, _ = predict(pytorch_script, image, trained_run / "net.pt", tmp_path, capsys)
+    assert "259×301 pixels" in printed
+    assert mask.shape == (301, 259) and set(np.unique(mask)) <= {0, 255}  # 8-bit grey, not RGBA
+    assert not (tmp_path / "photo_mask.png").exists()  # never beside the image
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 40), (40, 1), (3, 3)])
+def test_predict_takes_the_tiniest_images(trained_run, pytorch_script, tmp_path, capsys, shape):
+    image = np.random.default_rng(0).random(shape)
+    mask, _, _ = predict(pytorch_script, image, trained_run / "net.npz", tmp_path, capsys)
+    assert mask.shape == shape
+
+
+def test_a_uniform_image_is_all_background_with_a_warning(trained_run, pytorch_script, tmp_path, capsys):
+    mask, _, warned = predict(
+        pytorch_script, np.full((50, 60), 0.3), trained_run / "net.pt", tmp_path, capsys
+    )
+    assert not mask.any()
+    assert "photo.png is uniform: there is nothing to segment, so the mask is all background" in warned
+
+
+def test_a_two_class_checkpoint_is_read_by_argmax(pytorch_script, tmp_path, capsys):
+    """The paper's two output channels: the object is where class 1's logit is the larger."""
+    torch.manual_seed(0)
+    args = dict(
+        in_channels=1, out_channels=2, base_channels=2, depth=1, padding="same", batchnorm=False, skip=True
+    )
+    net = pytorch_script.UNet(**args).eval()
+    checkpoints.save_npz(tmp_path / "two.npz", model_args=args, state=net.state_dict(), run_id="r", step=0)
+    image = circle_image(64, 3, seed=1)
+    mask, _, _ = predict(pytorch_script, image, tmp_path / "two.npz", tmp_path, capsys)
+    with torch.no_grad():
+        pixels = read_image(tmp_path / "photo.png")  # as --predict read it: 8-bit
+        logits = net(torch.from_numpy(standardize(pixels)[None, None]))[0]
+    inner = (slice(12, -12), slice(12, -12))  # the tiles see the image mirrored past its border
+    expected = (logits.argmax(0) == 1).numpy()[inner]
+    assert not np.array_equal(expected, (logits[0] > 0).numpy()[inner])  # channel 0's sign would differ
+    np.testing.assert_array_equal((mask == 255)[inner], expected)
 
 
 def test_touching_with_weight_map_scores_objects(tmp_path, pytorch_script):

@@ -1,8 +1,6 @@
 """00_scratch.py: every layer against a hand-computed case, the whole net against PyTorch."""
 
 import itertools
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -149,42 +147,39 @@ def test_receptive_field_by_perturbation(scratch):
     assert rows.max() - rows.min() + 1 >= scratch.receptive_field(depth) - 2**depth
 
 
-def run_script(*args, cwd=None):
-    return subprocess.run([sys.executable, "00_scratch.py", *args], capture_output=True, text=True, cwd=cwd)
+def test_paper_run_fits_100_columns(scratch, capsys):
+    scratch.main(["--paper"])
+    printed = capsys.readouterr().out
+    assert max(len(line) for line in printed.splitlines()) <= 100
+    assert "388, 388" in printed and "31,030,658 parameters" in printed
 
 
-@pytest.mark.parametrize(
-    "args, nearest",
-    [
-        (["--paper", "--size", "570"], "556 or 572"),
-        (["--size", "100", "--depth", "3"], "96 or 104"),
-    ],
-)
-def test_invalid_size_is_one_line_and_exit_2(args, nearest):
-    if args[0] == "--paper":
-        args = ["--size", "570", "--depth", "4", "--padding", "valid", "--base", "4"]
-    result = run_script(*args)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert f"nearest valid sizes: {nearest}" in result.stderr
-    assert result.stdout == ""
+def test_paper_options_can_be_overridden(scratch, capsys):
+    """--paper sets the paper's network; an explicit option changes that part of it only."""
+    scratch.main(["--paper", "--base-channels", "4", "--size", "188"])
+    printed = capsys.readouterr().out
+    assert "depth 4, base 4 channels, valid padding, one 188×188 circle image" in printed
+    assert "(2, 4, 4): class probabilities" in printed  # still two classes, valid padding: 188 → 4
 
 
-def test_paper_run_fits_100_columns():
-    result = run_script("--paper")
-    assert result.returncode == 0, result.stderr
-    assert max(len(line) for line in result.stdout.splitlines()) <= 100
-    assert "388, 388" in result.stdout and "31,030,658 parameters" in result.stdout
-
-
-def test_default_run_prints_the_trace(tmp_path):
-    result = run_script("--figure", str(tmp_path / "arch.png"))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_default_run_prints_the_trace(scratch, tmp_path, capsys):
+    scratch.main(["--figure", str(tmp_path / "arch.pdf")])
+    lines = capsys.readouterr().out.splitlines()
     assert any(
         line.startswith("dec1   concat") and "enc1 (8, 64, 64) + up (8, 64, 64) → (16, 64, 64)" in line
         for line in lines
     )
-    assert "121,033 parameters" in result.stdout  # the torch net's count for base 8, depth 3
+    assert "total: 121,033 parameters" in "\n".join(lines)  # the torch net's count for base 8, depth 3
     assert max(len(line) for line in lines) <= 100
-    assert (tmp_path / "arch.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "arch.pdf").read_bytes()[:5] == b"%PDF-"  # the format the name asks for
+
+
+def test_no_skip_weights_run_without_skips_in_numpy_too(scratch, pytorch_script):
+    torch.manual_seed(0)
+    net = randomized(pytorch_script.UNet(base_channels=4, depth=2, skip=False))
+    params = {name: value.numpy() for name, value in net.state_dict().items()}
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    assert np.abs(scratch.unet_forward(x.numpy(), params, skip=False) - expected).max() <= 1e-4
+    assert np.abs(scratch.unet_forward(x.numpy(), params) - expected).max() > 1e-2

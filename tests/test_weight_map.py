@@ -5,7 +5,7 @@ import pytest
 
 from common.data import touching_circles
 from common.metrics import label_components, object_f1
-from common.weights import class_balance, weight_map
+from common.weight_map import class_balance, weight_map
 
 
 def test_weight_map_by_hand():
