@@ -293,15 +293,20 @@ class Diverged(Exception):
 
 
 def check_divergence(model, loss, untrained_loss):
-    """Raise Diverged if a weight or a batch-norm statistic is NaN or infinite (at --lr 1e10 the
-    running variance overflows while the loss stays finite), or if the loss is above twice the
-    untrained net's (at --lr 10 the weights stay finite, reach 1e16, and the net predicts
-    nothing: loss 2.9 against 0.7 untrained)."""
+    """Raise Diverged if a weight or a batch-norm statistic is NaN, infinite or far beyond the
+    order 1 of trained values (--lr 1e10 overflows the running variance while the loss stays
+    finite; --lr 10 blows weights up to 1e16, which batch norm's rescaling hides from the loss
+    but float32 steps can no longer move; a default run ends below 21), or if the loss is above
+    twice the untrained net's."""
     for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise Diverged(f"{name} holds NaN or infinite values")
-    if not loss <= 2 * untrained_loss:  # NaN included
+        largest = tensor.abs().max().item() if tensor.is_floating_point() else 0
+        if not largest <= LARGEST_SANE_VALUE:  # NaN included
+            raise Diverged(f"{name} reached {largest:.3g}; trained values are of order 1")
+    if not loss <= 2 * untrained_loss:
         raise Diverged(f"the loss is {loss:.3g}, more than twice the untrained net's {untrained_loss:.3g}")
+
+
+LARGEST_SANE_VALUE = 1e6
 
 
 def train(model, optimizer, data, config, device, autocast):
@@ -486,7 +491,8 @@ def build_parser():
 CHECKPOINT_HELP = "training: the .pt to write, an .npz beside it; --predict: the .pt or .npz to use"
 
 
-BN_NEEDS_TWO = "leaves batch norm one value per channel to normalise; use 2 or more, or a larger --size"
+ONE_VALUE = "1 with a 1×1 bottleneck leaves batch norm one value per channel; use 2+ or a larger --size"
+NEEDS_INSTANCES = "needs --touching, whose circles carry the instance labels the map is built from"
 
 
 def check_training(parser, args, device):
@@ -497,24 +503,18 @@ def check_training(parser, args, device):
         config, device=device.type, mixed_precision=config.mixed_precision and device.type == "cuda"
     )
     pixels, bottom = config.train_size * config.size**2, config.size // 2**config.depth
+    too_many = (
+        f"{config.train_size:,} images of {config.size}² are {pixels:,} pixels; at most {MAX_TRAIN_PIXELS:,}"
+    )
     outputs = training_outputs(args.out, args.checkpoint, config)
     cli.check_rules(
         parser,
         [  # (option, what is wrong or a false value), in the order a user should fix them
             ("--size", size_error(config.size, config.depth, "same")),
-            (
-                "--train-size",
-                pixels > MAX_TRAIN_PIXELS and f"{pixels:,} pixels to hold; at most {MAX_TRAIN_PIXELS:,}",
-            ),
+            ("--train-size", pixels > MAX_TRAIN_PIXELS and too_many),
             ("--batch-size", config.batch_size > config.train_size and "more than --train-size"),
-            (
-                "--batch-size",
-                config.batch_size * bottom**2 < 2 and "1 leaves batch norm one value per channel",
-            ),
-            (
-                "--weight-map",
-                config.weight_map and not config.touching and "needs --touching's instance labels",
-            ),
+            ("--batch-size", config.batch_size * bottom**2 < 2 and ONE_VALUE),
+            ("--weight-map", config.weight_map and not config.touching and NEEDS_INSTANCES),
             ("--checkpoint", args.checkpoint.suffix != ".pt" and "give a .pt path; the .npz goes beside it"),
             ("--checkpoint", cli.first_refusal(outputs[:2])),
             ("--out", cli.first_refusal(outputs[2:])),

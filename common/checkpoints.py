@@ -20,7 +20,6 @@ import json
 import math
 import pickle
 import re
-import sys
 import uuid
 import warnings
 import zipfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import warn
 from common.files import atomic_write, atomic_write_all
 from common.geometry import MAX_BASE_CHANNELS, MAX_DEPTH, PADDINGS, is_trainable, parameter_shapes
 
@@ -366,13 +366,12 @@ def _warn_if_other_run(checkpoint):
     try:
         run_id, step = _npz_run_only(npz)
     except CheckpointError as error:
-        print(f"warning: {error}; {pt} is used", file=sys.stderr)
+        warn(f"{error}; {pt} is used")
         return
     if (run_id, step) != (checkpoint.run_id, checkpoint.step):
-        print(
-            f"warning: {pt} and {npz} come from different runs (run_id {checkpoint.run_id}, step "
-            f"{checkpoint.step} vs run_id {run_id}, step {step}); {pt} is used",
-            file=sys.stderr,
+        warn(
+            f"{pt} and {npz} come from different runs (run_id {checkpoint.run_id}, step "
+            f"{checkpoint.step} vs run_id {run_id}, step {step}); {pt} is used"
         )
 
 
