@@ -309,36 +309,50 @@ def check_divergence(model, loss, untrained_loss):
 LARGEST_SANE_VALUE = 1e6
 
 
-def train(model, optimizer, data, config, device, autocast):
-    """Adam on shuffled batches; validates every `eval_every` steps and after the last one.
+def evaluation_steps(steps, every):
+    """When to validate: the untrained net (step 0), then densely while it learns fastest
+    (5, 10, 20, 40, … doubling below `every`), then every `every` steps, and at the end."""
+    early = [0] + [5 * 2**k for k in range(20) if 5 * 2**k < every]
+    return sorted({*early, *range(every, steps, every), steps} - {s for s in early if s > steps})
 
-    Returns the history (one entry per validation, `seconds` counted from the first step) and
-    the last validation's scores and predicted masks: the run's final result.
+
+def train(model, optimizer, data, config, device, autocast):
+    """Adam on shuffled batches, validated at `evaluation_steps`.
+
+    Returns the history (one entry per validation: `seconds` since training began, evaluation
+    included, `train_seconds` without it, the mean training loss since the last entry) and the
+    last validation's scores and predicted masks: the run's final result.
     """
     steps = total_steps(config)
     scheduler = make_scheduler(optimizer, config, steps)
     batches = shuffled_batches(
         len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
     )
-    history, losses = [], []
-    start = time.perf_counter()
-    for step in tqdm(range(1, steps + 1), desc="training", unit="step", file=sys.stdout):
-        index = next(batches)
-        images, masks, weights = (
-            t[index].to(device) for t in (data.train_images, data.train_masks, data.train_weights)
-        )
-        losses.append(train_step(model, images, masks, weights, optimizer, scheduler, autocast))
-        if not math.isfinite(losses[-1]):
-            raise Diverged(f"the loss became {losses[-1]} at step {step}")
-        if step == 1:
-            untrained_loss = losses[0]  # measured before the first update
-        if step % config.eval_every == 0 or step == steps:
-            loss, losses = float(np.mean(losses)), []
-            check_divergence(model, loss, untrained_loss)
+    checkpoints_at = evaluation_steps(steps, config.eval_every)
+    history, losses, untrained_loss = [], [], None
+    start, evaluating = time.perf_counter(), 0.0
+    for step in tqdm(range(steps + 1), desc="training", unit="step", file=sys.stdout):
+        if step > 0:
+            index = next(batches)
+            images, masks, weights = (
+                t[index].to(device) for t in (data.train_images, data.train_masks, data.train_weights)
+            )
+            losses.append(train_step(model, images, masks, weights, optimizer, scheduler, autocast))
+            if not math.isfinite(losses[-1]):
+                raise Diverged(f"the loss became {losses[-1]} at step {step}")
+            untrained_loss = untrained_loss or losses[0]  # step 1's, measured before its update
+        if step in checkpoints_at:
+            began = time.perf_counter()
+            loss, losses = (float(np.mean(losses)) if losses else None), []
+            if step > 0:
+                check_divergence(model, loss, untrained_loss)
             scores, preds = evaluate(model, data, device, autocast)
-            seconds = round(time.perf_counter() - start, 3)
-            history.append({"step": step, "seconds": seconds, "train_loss": loss} | scores)
-            tqdm.write(f"step {step:5d}  loss {loss:.4f}  {describe(scores)}", file=sys.stdout)
+            evaluating += time.perf_counter() - began
+            seconds = time.perf_counter() - start
+            timing = {"seconds": round(seconds, 3), "train_seconds": round(seconds - evaluating, 3)}
+            history.append({"step": step, **timing, "train_loss": loss} | scores)
+            shown = "  -   " if loss is None else f"{loss:.4f}"
+            tqdm.write(f"step {step:5d}  loss {shown}  {describe(scores)}", file=sys.stdout)
     return history, scores, preds
 
 
@@ -424,7 +438,7 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
         title=f"U-Net{variant}: {describe(final)}",
         row_labels=[f"Dice {d:.3f}" for d in dice(preds[rows], masks[rows], per_image=True)],
     )
-    plotting.save_training_curves(history, out / "training_curves.png")
+    plotting.save_training_curves(history, out / "training_curves.png", weighted=config.weight_map)
     if config.weight_map:
         train = (data.train_images, data.train_masks, data.train_weights)
         plotting.save_weight_map_figure(*(t[0, 0].numpy() for t in train), out / "weight_map.png")

@@ -65,21 +65,38 @@ def save_segmentation_figure(images, masks, preds, path, *, title=None, row_labe
     save_figure(figure, path)
 
 
-def save_training_curves(history, path):
-    """Training loss and validation Dice against optimizer step.
+ERROR_FLOOR = 1e-4  # a perfect score would be log(0): errors are drawn at least this large
+CURVES = {"val_dice": "1 − Dice", "val_boundary_f1": "1 − boundary F1", "val_object_f1": "1 − object F1"}
+
+
+def save_training_curves(history, path, weighted=False):
+    """Training loss and validation errors against optimizer step, both on log axes, so that
+    the last tenths of a percent stay visible; the step axis is linear up to 10 (step 0 is the
+    untrained net) and logarithmic beyond, where learning slows.
 
     Inputs:
-    - history: list of dicts with keys `step`, `train_loss`, `val_dice`
+    - history: list of dicts with `step`, `train_loss` (None at step 0) and validation scores
+      (`val_dice`, `val_boundary_f1`, and `val_object_f1` if present)
+    - weighted: whether the loss was weighted by the weight map (eq. 2), said in the legend
     """
     steps = np.array([entry["step"] for entry in history])
-    figure = Figure(figsize=(10, 3.5))
-    loss_ax, dice_ax = figure.subplots(1, 2)
-    loss_ax.plot(steps, [entry["train_loss"] for entry in history], marker=".")
-    loss_ax.set(xlabel="step", ylabel="training loss (BCE)", yscale="log", title="Loss")
-    dice_ax.plot(steps, [entry["val_dice"] for entry in history], marker=".", color="tab:green")
-    dice_ax.set(xlabel="step", ylabel="validation Dice", ylim=(0, 1), title="Validation Dice")
-    for ax in (loss_ax, dice_ax):
-        ax.grid(alpha=0.3)
+    trained = [(entry["step"], entry["train_loss"]) for entry in history if entry["train_loss"] is not None]
+    figure = Figure(figsize=(11, 3.8))
+    loss_ax, error_ax = figure.subplots(1, 2)
+    label = "training BCE, weighted by the weight map (eq. 2)" if weighted else "training BCE"
+    if trained:
+        loss_ax.plot(*zip(*trained, strict=True), marker=".", label=label)
+    loss_ax.set(ylabel="mean loss since the previous point", yscale="log", title="Loss")
+    for key, name in CURVES.items():
+        if key in history[0]:
+            errors = np.maximum(1 - np.array([entry[key] for entry in history]), ERROR_FLOOR)
+            error_ax.plot(steps, errors, marker=".", label=name)
+    error_ax.set(ylabel=f"validation error (floored at {ERROR_FLOOR:g})", yscale="log", title="Validation")
+    for ax in (loss_ax, error_ax):
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set(xlabel="step", xlim=(0, None))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=9)
     save_figure(figure, path)
 
 

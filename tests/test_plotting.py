@@ -26,8 +26,24 @@ def test_segmentation_figure_is_a_png_with_one_row_per_image(tmp_path):
     assert height4 > 1.7 * height2  # rows stack downwards
 
 
-def test_training_curves_png(tmp_path):
-    history = [{"step": s, "train_loss": 1 / s, "val_dice": 1 - 1 / s} for s in (1, 10, 20)]
-    save_training_curves(history, tmp_path / "curves.png")
-    width, height = png_size(tmp_path / "curves.png")
-    assert width > height > 200
+def test_training_curves_draw_the_history_on_log_axes(tmp_path, monkeypatch):
+    import common.plotting as plotting
+
+    drawn = {}
+    monkeypatch.setattr(plotting, "save_figure", lambda figure, path: drawn.update(figure=figure))
+    history = [
+        {"step": 0, "train_loss": None, "val_dice": 0.2, "val_boundary_f1": 0.01},
+        {"step": 5, "train_loss": 0.5, "val_dice": 0.9, "val_boundary_f1": 0.5},
+        {"step": 10, "train_loss": 0.1, "val_dice": 1.0, "val_boundary_f1": 0.99},
+    ]
+    plotting.save_training_curves(history, tmp_path / "curves.png", weighted=True)
+    loss_ax, error_ax = drawn["figure"].axes
+    (loss,) = loss_ax.lines
+    np.testing.assert_array_equal(loss.get_xdata(), [5, 10])  # no training loss before step 0's update
+    np.testing.assert_array_equal(loss.get_ydata(), [0.5, 0.1])
+    assert "weighted by the weight map" in loss.get_label()
+    dice_error, boundary_error = error_ax.lines
+    np.testing.assert_allclose(dice_error.get_ydata(), [0.8, 0.1, 1e-4])  # a perfect Dice, floored
+    np.testing.assert_allclose(boundary_error.get_ydata(), [0.99, 0.5, 0.01])
+    assert error_ax.get_yscale() == loss_ax.get_yscale() == "log"
+    assert [line.get_label() for line in error_ax.lines] == ["1 − Dice", "1 − boundary F1"]

@@ -48,12 +48,17 @@ def test_no_skip_keeps_the_weights_but_changes_the_output(pytorch_script):
 def test_short_run_lowers_the_loss_and_writes_its_outputs(trained_run):
     metrics = json.loads((trained_run / "out" / "metrics.json").read_text())
     assert set(metrics) == {"run_id", "config", "history", "final"}
-    assert [entry["step"] for entry in metrics["history"]] == [10, 20, 30]  # --steps overrides --epochs 1
+    # From the untrained net, densely early, then every --eval-every; --steps 30 overrides --epochs 1.
+    assert [entry["step"] for entry in metrics["history"]] == [0, 5, 10, 20, 30]
     scores = {"val_dice", "val_iou", "val_boundary_f1"}
     for entry in metrics["history"]:
-        assert set(entry) == {"step", "seconds", "train_loss"} | scores
-    assert metrics["history"][-1]["train_loss"] < 0.8 * metrics["history"][0]["train_loss"]
-    assert metrics["final"] == {key: metrics["history"][-1][key] for key in scores}  # evaluated once
+        assert set(entry) == {"step", "seconds", "train_seconds", "train_loss"} | scores
+        assert 0 <= entry["train_seconds"] <= entry["seconds"]
+    first, *_, last = metrics["history"]
+    assert first["train_loss"] is None  # the untrained net: nothing trained yet
+    assert last["train_loss"] < 0.8 * metrics["history"][1]["train_loss"]
+    assert last["val_dice"] > first["val_dice"]
+    assert metrics["final"] == {key: last[key] for key in scores}  # evaluated once
     assert metrics["config"]["steps"] == 30 and metrics["config"]["seed"] == 3
     assert metrics["config"]["device"] == "cpu" and metrics["config"]["mixed_precision"] is False  # as used
     for figure in ("pytorch_unet_segmentation.png", "training_curves.png"):
@@ -64,7 +69,8 @@ def test_same_seed_same_history(trained_run, pytorch_script, tmp_path):
     pytorch_script.main([*TINY, "--out", str(tmp_path), "--checkpoint", str(tmp_path / "net.pt")])
     a, b = (json.loads((folder / "metrics.json").read_text()) for folder in (trained_run / "out", tmp_path))
     for entry_a, entry_b in zip(a["history"], b["history"], strict=True):
-        entry_a.pop("seconds"), entry_b.pop("seconds")  # wall time is the one thing that varies
+        for timing in ("seconds", "train_seconds"):  # wall time is the one thing that varies
+            entry_a.pop(timing), entry_b.pop(timing)
         assert entry_a == entry_b
     assert a["final"] == b["final"] and a["run_id"] != b["run_id"]
 
