@@ -234,17 +234,6 @@ def autocast_for(config, device):
     return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def available_devices():
-    return {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-
-
-def pick_device(name):
-    """The torch device for --device: "auto" takes the fastest there is."""
-    if name == "auto":
-        name = next(d for d in ("cuda", "mps", "cpu") if available_devices()[d])
-    return torch.device(name)
-
-
 def shuffled_batches(n, batch_size, generator):
     """Index batches without end, reshuffled every epoch; an epoch's last, smaller batch is dropped."""
     while True:
@@ -329,8 +318,7 @@ def train(model, optimizer, data, config, device, autocast):
         len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
     )
     checkpoints_at = evaluation_steps(steps, config.eval_every)
-    history, losses, untrained_loss = [], [], None
-    start, evaluating = time.perf_counter(), 0.0
+    history, losses, untrained_loss, evaluating, start = [], [], None, 0.0, time.perf_counter()
     for step in tqdm(range(steps + 1), desc="training", unit="step", file=sys.stdout):
         if step > 0:
             index = next(batches)
@@ -601,9 +589,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.out = args.out or Path("predictions" if args.predict else "assets")
-    unavailable = f"{args.device} is not available on this machine; use cpu or auto"
-    cli.check_rules(parser, [("--device", not available_devices().get(args.device, True) and unavailable)])
-    device = pick_device(args.device)
+    device = cli.torch_device(parser, args.device)
     if args.predict:
         predict(args, device, *check_prediction(parser, args))
     else:

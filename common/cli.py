@@ -177,6 +177,19 @@ def first_refusal(paths):
     return next(filter(None, map(replace_refusal, paths)), None)
 
 
+def torch_device(parser, name):
+    """The torch device for --device ("auto": cuda, else mps, else cpu). One asked for by name
+    and missing is an error, never a silent fall-back to the CPU."""
+    import torch  # here, so that 00_scratch.py, which imports this module, stays torch-free
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name == "auto":
+        name = next((device for device in ("cuda", "mps") if available[device]), "cpu")
+    unavailable = f"{name} is not available on this machine; use cpu or auto"
+    check_rules(parser, [("--device", not available[name] and unavailable)])
+    return torch.device(name)
+
+
 # ----------------------------------------------------------------------------- faults
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from common.plotting import save_segmentation_figure, save_training_curves
+from common.plotting import save_segmentation_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
