@@ -392,14 +392,19 @@ def describe(scores):
 def training_outputs(out, checkpoint, config):
     """Every file a training run writes, in the order it writes them: the checkpoint first, as it
     is what costs minutes to remake (if the disk fills up, the figures are what is missing)."""
-    figures = ["metrics.json", "pytorch_unet_segmentation.png", "training_curves.png"]
+    figures = [
+        "metrics.json",
+        "pytorch_unet_segmentation.png",
+        "prediction_errors.png",
+        "training_curves.png",
+    ]
     figures += ["weight_map.png"] if config.weight_map else []
     return [checkpoint, checkpoint.with_suffix(".npz"), *(out / name for name in figures)]
 
 
 def save_outputs(args, config, step, model, optimizer, history, final, data, preds):
     """The checkpoint (.pt and .npz, one run_id), metrics.json, the figure the README shows, the
-    curves, and with --weight-map the map itself."""
+    errors, the curves, and with --weight-map the map itself."""
     run_id, out = checkpoints.new_run_id(), args.out
     checkpoints.save(
         args.checkpoint,
@@ -413,19 +418,16 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
     save_json(
         out / "metrics.json", {"run_id": run_id, "config": asdict(config), "history": history, "final": final}
     )
-    images, masks = data.val_images.numpy(), data.val_masks.numpy()
-    rows = slice(0, 4)
+    shown = slice(0, 4)  # the validation images in the figures
+    images, masks, preds = data.val_images.numpy()[shown], data.val_masks.numpy()[shown], preds[shown]
+    instances = None if data.val_instances is None else data.val_instances[shown]
     variant = "" if config.skip else " without skip connections"
-    if config.touching:
-        variant += ", touching circles" + (", weight map" if config.weight_map else "")
-    plotting.save_segmentation_figure(
-        images[rows],
-        masks[rows],
-        preds[rows],
-        out / "pytorch_unet_segmentation.png",
-        title=f"U-Net{variant}: {describe(final)}",
-        row_labels=[f"Dice {d:.3f}" for d in dice(preds[rows], masks[rows], per_image=True)],
-    )
+    variant += ", touching circles" * config.touching + ", weight map" * config.weight_map
+    labels = [f"Dice {d:.3f}" for d in dice(preds, masks, per_image=True)]
+    segmentation, errors = out / "pytorch_unet_segmentation.png", out / "prediction_errors.png"
+    title = f"U-Net{variant}: {describe(final)}"
+    plotting.save_segmentation_figure(images, masks, preds, segmentation, title=title, row_labels=labels)
+    plotting.save_error_figure(images, preds, masks, errors, instances)
     plotting.save_training_curves(history, out / "training_curves.png", weighted=config.weight_map)
     if config.weight_map:
         train = (data.train_images, data.train_masks, data.train_weights)
@@ -493,10 +495,6 @@ def build_parser():
 CHECKPOINT_HELP = "training: the .pt to write, an .npz beside it; --predict: the .pt or .npz to use"
 
 
-ONE_VALUE = "1 with a 1×1 bottleneck leaves batch norm one value per channel; use 2+ or a larger --size"
-NEEDS_INSTANCES = "needs --touching, whose circles carry the instance labels the map is built from"
-
-
 def check_training(parser, args, device):
     """(config, checkpoint to resume or None): every option checked before any work. The config
     records what the run uses: the device found for "auto", no mixed precision off CUDA."""
@@ -509,14 +507,16 @@ def check_training(parser, args, device):
         f"{config.train_size:,} images of {config.size}² are {pixels:,} pixels; at most {MAX_TRAIN_PIXELS:,}"
     )
     outputs = training_outputs(args.out, args.checkpoint, config)
+    one_value = "1 with a 1×1 bottleneck leaves batch norm one value per channel; use 2+ or a larger --size"
+    needs_instances = "needs --touching, whose circles carry the instance labels the map is built from"
     cli.check_rules(
         parser,
         [  # (option, what is wrong or a false value), in the order a user should fix them
             ("--size", size_error(config.size, config.depth, "same")),
             ("--train-size", pixels > MAX_TRAIN_PIXELS and too_many),
             ("--batch-size", config.batch_size > config.train_size and "more than --train-size"),
-            ("--batch-size", config.batch_size * bottom**2 < 2 and ONE_VALUE),
-            ("--weight-map", config.weight_map and not config.touching and NEEDS_INSTANCES),
+            ("--batch-size", config.batch_size * bottom**2 < 2 and one_value),
+            ("--weight-map", config.weight_map and not config.touching and needs_instances),
             ("--checkpoint", args.checkpoint.suffix != ".pt" and "give a .pt path; the .npz goes beside it"),
             ("--checkpoint", cli.first_refusal(outputs[:2])),
             ("--out", cli.first_refusal(outputs[2:])),

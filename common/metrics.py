@@ -120,9 +120,41 @@ def label_components(mask):
         labels = smallest
 
 
+def match_objects(found, truth, threshold=0.5):
+    """One image's predicted components matched one-to-one to its true objects at IoU ≥
+    `threshold`, greedily, best pair first: the matching `object_f1` and `object_fates` share.
+
+    Inputs:
+    - found: (H, W) int, the predicted mask's connected components (0 = background)
+    - truth: (H, W) int, the true objects (0 = background)
+    Returns:
+    - found_ids: (F,) the component labels; true_ids: (T,) the object labels
+    - overlap: (F, T) pixels shared by each pair
+    - pairs: list of (row, col) indices into found_ids and true_ids, the matches
+    """
+    found_ids, found_index = np.unique(found, return_inverse=True)
+    true_ids, true_index = np.unique(truth, return_inverse=True)
+    # Overlap in pixels of every (found, true) pair, background (id 0) included.
+    overlap = np.zeros((len(found_ids), len(true_ids)))
+    np.add.at(overlap, (found_index.ravel(), true_index.ravel()), 1)
+    areas_found, areas_true = overlap.sum(axis=1), overlap.sum(axis=0)
+    if found_ids[0] == 0:
+        found_ids, overlap, areas_found = found_ids[1:], overlap[1:], areas_found[1:]
+    if true_ids[0] == 0:
+        true_ids, overlap, areas_true = true_ids[1:], overlap[:, 1:], areas_true[1:]
+    ious = overlap / np.maximum(areas_found[:, None] + areas_true[None, :] - overlap, 1)
+    pairs = []
+    while ious.size and ious.max() >= threshold:
+        row, col = np.unravel_index(ious.argmax(), ious.shape)
+        ious[row, :], ious[:, col] = 0, 0
+        pairs.append((row, col))
+    return found_ids, true_ids, overlap, pairs
+
+
 def object_f1(pred, instances, per_image=False, threshold=0.5):
-    """F1 over objects: the predicted mask's connected components matched one-to-one to the
-    true objects at IoU ≥ `threshold`. Merging two touching circles into one blob loses both.
+    """F1 over objects: the predicted mask's connected components (4-connected) matched
+    one-to-one to the true objects at IoU ≥ `threshold`. A blob that merges two touching
+    circles matches at most one of them (the larger, if it covers over half of the union).
 
     Inputs:
     - pred: (N, 1, H, W) or (H, W) binary mask
@@ -130,25 +162,42 @@ def object_f1(pred, instances, per_image=False, threshold=0.5):
     """
     pred = _as_images(pred)
     instances = np.asarray(instances).reshape(pred.shape)
-    components = label_components(pred)
     scores = np.empty(len(pred))
-    for i, (found, truth) in enumerate(zip(components, instances, strict=True)):
-        found_ids, found_index = np.unique(found, return_inverse=True)
-        true_ids, true_index = np.unique(truth, return_inverse=True)
-        # Overlap in pixels of every (found, true) pair, background (id 0) included.
-        overlap = np.zeros((len(found_ids), len(true_ids)))
-        np.add.at(overlap, (found_index.ravel(), true_index.ravel()), 1)
-        areas_found, areas_true = overlap.sum(axis=1), overlap.sum(axis=0)
-        if found_ids[0] == 0:
-            overlap, areas_found = overlap[1:], areas_found[1:]
-        if true_ids[0] == 0:
-            overlap, areas_true = overlap[:, 1:], areas_true[1:]
-        ious = overlap / np.maximum(areas_found[:, None] + areas_true[None, :] - overlap, 1)
-        matches = 0
-        while ious.size and ious.max() >= threshold:  # greedy, best pair first: one-to-one
-            row, col = np.unravel_index(ious.argmax(), ious.shape)
-            ious[row, :], ious[:, col] = 0, 0
-            matches += 1
-        total = len(areas_found) + len(areas_true)
-        scores[i] = 1.0 if total == 0 else 2 * matches / total
+    for i, (found, truth) in enumerate(zip(label_components(pred), instances, strict=True)):
+        found_ids, true_ids, _, pairs = match_objects(found, truth, threshold)
+        total = len(found_ids) + len(true_ids)
+        scores[i] = 1.0 if total == 0 else 2 * len(pairs) / total
     return _reduce(scores, per_image)
+
+
+FATES = ("found", "merged", "missed")
+
+
+def object_fates(pred, truth, threshold=0.5):
+    """What became of each true object in one image, on `object_f1`'s matching:
+
+    - found: matched to a predicted component (a true positive);
+    - merged: unmatched, and most of its pixels lie in one predicted component that also
+      overlaps another true object: the net joined it to a neighbour;
+    - missed: every other unmatched object (not found, or found too small or too large);
+    and which predicted components matched nothing (spurious: false positives).
+
+    Inputs:
+    - pred: (H, W) binary mask
+    - truth: (H, W) int, 0 = background, k = k-th true object
+    Returns:
+    - fates: {true label: "found" | "merged" | "missed"}
+    - spurious: (H, W) bool, the pixels of the unmatched predicted components
+    """
+    found = label_components(_as_images(pred))[0]
+    found_ids, true_ids, overlap, pairs = match_objects(found, truth, threshold)
+    matched_rows, matched_cols = {row for row, _ in pairs}, {col for _, col in pairs}
+    crowded = (overlap > 0).sum(axis=1) >= 2  # components that touch two or more true objects
+    fates = {}
+    for col, label in enumerate(true_ids):
+        area = (truth == label).sum()
+        best = overlap[:, col].argmax() if len(found_ids) else None  # the component holding most of it
+        merged = best is not None and crowded[best] and 2 * overlap[best, col] > area
+        fates[label] = "found" if col in matched_cols else "merged" if merged else "missed"
+    spurious_ids = [label for row, label in enumerate(found_ids) if row not in matched_rows]
+    return fates, np.isin(found, spurious_ids)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 
 from common.files import atomic_write
 from common.images import save_png
-from common.metrics import boundary
+from common.metrics import FATES, boundary, dice, label_components, object_fates
 
 COLUMNS = ("Input", "Ground truth", "Predicted mask")
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -62,6 +62,83 @@ def save_segmentation_figure(images, masks, preds, path, *, title=None, row_labe
             axes[row, 0].set_ylabel(row_labels[row], fontsize=11)
     if title:
         figure.suptitle(title, fontsize=13)
+    save_figure(figure, path)
+
+
+# Okabe & Ito's colour-blind-safe palette (RGB in [0, 1]).
+VERMILLION, BLUE, GREEN, ORANGE, SKY, PURPLE = (
+    (0.835, 0.369, 0.0),
+    (0.0, 0.447, 0.698),
+    (0.0, 0.620, 0.451),
+    (0.902, 0.624, 0.0),
+    (0.337, 0.706, 0.914),
+    (0.800, 0.475, 0.655),
+)
+FATE_COLOURS = {"found": GREEN, "merged": ORANGE, "missed": SKY, "spurious": PURPLE}
+
+
+def _grey_rgb(image):
+    """(H, W) → (H, W, 3) in [0, 1], min..max, dimmed so that colours stand out on it."""
+    low, high = image.min(), image.max()
+    grey = (image - low) / (high - low) if high > low else np.full(image.shape, 0.5)
+    return np.repeat(0.15 + 0.6 * grey[..., None], 3, axis=-1)
+
+
+def error_image(image, pred, truth):
+    """The input in grey, pixels predicted right lightened, false positives in vermillion and
+    false negatives in blue: where the net is wrong, and which way."""
+    pred, truth = pred != 0, truth != 0
+    rgb = _grey_rgb(image)
+    rgb[pred & truth] = 0.5 * rgb[pred & truth] + 0.5
+    rgb[pred & ~truth] = VERMILLION
+    rgb[~pred & truth] = BLUE
+    return rgb
+
+
+def fate_image(image, truth, fates, spurious):
+    """The input in grey, each true object coloured by its fate (object_fates) and every
+    unmatched predicted component, the spurious ones, in purple over it."""
+    rgb = _grey_rgb(image)
+    for label, fate in fates.items():
+        rgb[truth == label] = FATE_COLOURS[fate]
+    rgb[spurious] = FATE_COLOURS["spurious"]
+    return rgb
+
+
+def save_error_figure(images, preds, masks, path, instances=None):
+    """prediction_errors.png: per image, false positives and false negatives over the input,
+    with its Dice; with instance labels, a second row of what became of each object.
+
+    Inputs:
+    - images, preds, masks: (N, 1, H, W)
+    - instances: (N, H, W) int or None
+    """
+    rows = 1 if instances is None else 2
+    figure = Figure(figsize=(3.2 * len(images), 3.4 * rows + 0.6))
+    axes = figure.subplots(rows, len(images), squeeze=False)
+    for i, (image, pred, truth) in enumerate(
+        zip(images[:, 0], preds[:, 0] > 0, masks[:, 0] > 0, strict=True)
+    ):
+        score = dice(pred, truth)
+        axes[0, i].imshow(error_image(image, pred, truth), interpolation="nearest")
+        axes[0, i].set_title(
+            f"Dice {score:.3f}\nFP {(pred & ~truth).sum()} px, FN {(~pred & truth).sum()} px"
+        )
+        if instances is not None:
+            fates, spurious = object_fates(pred, instances[i])
+            axes[1, i].imshow(fate_image(image, instances[i], fates, spurious), interpolation="nearest")
+            counts = [f"{list(fates.values()).count(fate)} {fate}" for fate in FATES]
+            axes[1, i].set_title(
+                ", ".join(counts) + f"\n{len(np.unique(label_components(spurious[None]))) - 1} spurious"
+            )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    colours = {"false positive": VERMILLION, "false negative": BLUE}
+    if instances is not None:
+        colours |= {f"object {fate}": FATE_COLOURS[fate] for fate in FATES} | {"spurious component": PURPLE}
+    handles = [Patch(color=colour, label=name) for name, colour in colours.items()]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10)
     save_figure(figure, path)
 
 

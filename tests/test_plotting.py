@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from common.plotting import save_segmentation_figure
 
@@ -47,3 +48,41 @@ def test_training_curves_draw_the_history_on_log_axes(tmp_path, monkeypatch):
     np.testing.assert_allclose(boundary_error.get_ydata(), [0.99, 0.5, 0.01])
     assert error_ax.get_yscale() == loss_ax.get_yscale() == "log"
     assert [line.get_label() for line in error_ax.lines] == ["1 − Dice", "1 − boundary F1"]
+
+
+def painted(rgb, colour):
+    """Pixels of an (H, W, 3) image that are exactly `colour` (up to float32 rounding)."""
+    return np.all(np.abs(rgb - np.array(colour)) < 1e-6, axis=-1)
+
+
+def test_the_error_figure_is_drawn_from_the_metrics(tmp_path, monkeypatch):
+    """Its false-positive and false-negative pixels are the metrics' own, its titles their
+    Dice; its objects are coloured by their fates."""
+    import common.plotting as plotting
+    from common.data import touching_circles
+    from common.metrics import dice, dilate, object_fates
+
+    images, masks, instances = touching_circles(3, seed=2)
+    preds = np.roll(masks, 2, axis=-1)  # shifted 2 px: errors on both sides of every circle
+    preds[1, 0] = dilate(masks[1:2, 0] > 0, 2)[0]  # grown by 2 px: circles 1-3 px apart merge
+    drawn = {}
+    monkeypatch.setattr(plotting, "save_figure", lambda figure, path: drawn.update(figure=figure))
+    plotting.save_error_figure(images, preds, masks, tmp_path / "errors.png", instances)
+    for i, ax in enumerate(drawn["figure"].axes[:3]):
+        pred, truth = preds[i, 0] > 0, masks[i, 0] > 0
+        rgb = ax.images[0].get_array()
+        false_positives = painted(rgb, plotting.VERMILLION).sum()
+        false_negatives = painted(rgb, plotting.BLUE).sum()
+        assert (false_positives, false_negatives) == ((pred & ~truth).sum(), (~pred & truth).sum())
+        true_positives = (pred & truth).sum()
+        assert 2 * true_positives / (2 * true_positives + false_positives + false_negatives) == pytest.approx(
+            dice(pred, truth)
+        )
+        assert ax.get_title().startswith(f"Dice {dice(pred, truth):.3f}")
+    fates, spurious = object_fates(preds[1, 0], instances[1])
+    rgb = drawn["figure"].axes[4].images[0].get_array()
+    for fate in ("found", "merged", "missed"):
+        expected = np.isin(instances[1], [label for label, f in fates.items() if f == fate]) & ~spurious
+        np.testing.assert_array_equal(painted(rgb, plotting.FATE_COLOURS[fate]), expected)
+    np.testing.assert_array_equal(painted(rgb, plotting.FATE_COLOURS["spurious"]), spurious)
+    assert "merged" in fates.values()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from common.data import touching_circles
-from common.metrics import label_components, object_f1
+from common.metrics import FATES, label_components, object_f1, object_fates
 from common.weight_map import class_balance, weight_map
 
 
@@ -93,3 +93,43 @@ def test_touching_circles_are_separate_but_close():
             own, others = np.argwhere(labels == label), np.argwhere((labels != label) & (labels > 0))
             gap = np.sqrt(((own[:, None] - others[None]) ** 2).sum(-1)).min()
             assert gap <= 5
+
+
+def test_object_fates_by_hand():
+    truth = blobs((10, 30), (2, 2, 8, 8), (2, 10, 8, 16), (2, 22, 8, 28))  # three 6×6 squares
+    pred = truth > 0
+    pred[2:8, 8:10] = True  # the first two joined into one blob: IoU 36/84 with each, no match
+    pred[2:8, 22:28] = False  # the third not found at all
+    pred[0, 29] = True  # one stray pixel
+    fates, spurious = object_fates(pred, truth)
+    assert fates == {1: "merged", 2: "merged", 3: "missed"}
+    assert spurious.sum() == 6 * 14 + 1  # the merged blob and the stray pixel matched nothing
+    grown = truth > 0
+    grown[2:8, 8:10] = True
+    grown[2:8, 16:22] = True  # all three joined: still merged
+    assert set(object_fates(grown, truth)[0].values()) == {"merged"}
+
+
+def test_fates_reproduce_object_f1s_counts():
+    """found = true positives, merged + missed = false negatives, spurious components = false
+    positives: 2·TP / (2·TP + FP + FN) is object F1, image by image."""
+    _, masks, instances = touching_circles(40, seed=5)
+    rng = np.random.default_rng(0)
+    tally = dict.fromkeys((*FATES, "spurious"), 0)
+    for mask, truth in zip(masks[:, 0] > 0, instances, strict=True):
+        pred = mask.copy()
+        pred[:, rng.integers(10, 54)] = True  # a line through the image merges circles it crosses
+        pred[rng.random(pred.shape) < 0.002] = True  # and specks: spurious components
+        pred[truth == truth.max()] = rng.random() < 0.5  # and half the time one circle is missed
+        fates, spurious = object_fates(pred, truth)
+        counts = {fate: list(fates.values()).count(fate) for fate in FATES}
+        false_positives = len(np.unique(label_components(spurious[None])[0])) - 1
+        f1 = (
+            2
+            * counts["found"]
+            / (2 * counts["found"] + counts["merged"] + counts["missed"] + false_positives)
+        )
+        assert f1 == pytest.approx(object_f1(pred, truth))
+        assert counts["merged"] + counts["found"] + counts["missed"] == truth.max()
+        tally = {fate: tally[fate] + counts.get(fate, false_positives) for fate in tally}
+    assert min(tally.values()) > 0, tally  # every fate occurred
