@@ -22,7 +22,7 @@ from common import checkpoints, cli
 from common.checkpoints import CheckpointError
 from common.cli import option
 from common.data import synthetic_circles
-from common.geometry import PADDINGS, parameter_shapes, size_error
+from common.geometry import PADDINGS, parameter_shapes, receptive_fields, size_error
 from common.metrics import dice, foreground
 from common.plotting import FIGURE_SUFFIXES, save_architecture_figure, save_segmentation_figure
 
@@ -314,25 +314,6 @@ def unet_forward(x, params, *, padding="same", skip=True, trace=None):
     return logits
 
 
-def receptive_field(depth):
-    """Input pixels (per side) that can influence one output pixel.
-
-    Each layer widens the field by (kernel − 1) times the current stride ("jump") between
-    neighbouring pixels in input coordinates: 2×2 pools widen it by one jump and double the
-    jump; an up-convolution gives each output pixel one input pixel, so it only halves the jump.
-    """
-    field_size, jump = 1, 1
-    for _ in range(depth):
-        field_size += 2 * 2 * jump  # two 3×3 convs
-        field_size += jump  # 2×2 pool
-        jump *= 2
-    field_size += 2 * 2 * jump  # bottleneck
-    for _ in range(depth):
-        jump //= 2
-        field_size += 2 * 2 * jump
-    return field_size
-
-
 # ----------------------------------------------------------------------------- parameters
 
 
@@ -436,13 +417,18 @@ def parse_args(argv=None):
     return args, checkpoint
 
 
-def print_totals(trace, depth):
-    """Sums of the traced rows, which count parameters as PyTorch does (no running statistics)."""
+def print_totals(trace, args):
+    """Sums of the traced rows, which count parameters as PyTorch does (no running statistics),
+    and what one output pixel sees: the input pixels that can change it, a span that depends on
+    where the pixel sits in the pooling grid. (With valid padding this is not the border the
+    convolutions cut away: that is how far the output's edge sits inside the input's.)"""
     total_params = sum(row["params"] for row in trace.rows)
     flops = sum(row["flops"] for row in trace.rows)
+    spans = receptive_fields(args.depth, args.padding, args.size)
+    print(f"\ntotal: {total_params:,} parameters, {flops / 1e9:.2f} GFLOPs per image")
     print(
-        f"\ntotal: {total_params:,} parameters, {flops / 1e9:.2f} GFLOPs per image, "
-        f"receptive field {receptive_field(depth)}×{receptive_field(depth)} pixels"
+        f"receptive field of one output pixel: {min(spans)}-{max(spans)} px a side, "
+        f"by its place in the {2**args.depth}-px pooling grid"
     )
 
 
@@ -471,7 +457,7 @@ def run_random(args):
         f"{'out':<6} {'soft-max' if out_channels > 1 else 'sigmoid':<17} "
         f"{shape_text(logits.shape[1:])} → {shape_text(probabilities.shape[1:])}: class probabilities"
     )
-    print_totals(trace, args.depth)
+    print_totals(trace, args)
     return trace
 
 
@@ -485,7 +471,7 @@ def run_trained(args, checkpoint):
     logits, trace = traced_forward(
         images, checkpoint.state, args, headline, skip=checkpoint.model_args["skip"]
     )
-    print_totals(trace, args.depth)
+    print_totals(trace, args)
     preds = foreground(logits)[:, None].astype(np.float32)  # (N, 1, H', W')
     target = center_crop(masks, *preds.shape[-2:])
     per_image = dice(preds, target, per_image=True)

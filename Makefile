@@ -9,7 +9,7 @@ OUT ?= assets
 CHECKPOINT ?= checkpoints/unet_circles.pt
 TRAIN_ARGS ?=
 
-.PHONY: demo test bench clean
+.PHONY: demo figures test bench clean
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ demo: $(INSTALLED)
 	$(PY) 00_scratch.py --figure $(OUT)/unet_architecture.png
 	$(PY) 01_pytorch.py --out $(OUT) --checkpoint $(CHECKPOINT) $(TRAIN_ARGS)
 	$(PY) 00_scratch.py --weights $(basename $(CHECKPOINT)).npz --out $(OUT)
+
+# Every other figure the README shows, each by the command the README names under it (several minutes).
+figures: demo
+	$(PY) 00_scratch.py --paper --figure $(OUT)/unet_paper_architecture.png > /dev/null
+	$(PY) 01_pytorch.py --no-skip --out $(OUT)/no_skip --checkpoint checkpoints/no_skip.pt
+	$(PY) 01_pytorch.py --touching --out $(OUT)/touching --checkpoint checkpoints/touching.pt
+	$(PY) 01_pytorch.py --touching --weight-map --out $(OUT)/touching_weight_map \
+		--checkpoint checkpoints/touching_weight_map.pt
+	$(PY) -m common.data $(OUT)/many_circles.png
+	$(PY) 01_pytorch.py --predict $(OUT)/many_circles.png --checkpoint $(CHECKPOINT) --out $(OUT) --overwrite
+	$(PY) benchmarks/bench_weight_map.py --seeds 0 --steps 150 --figure $(OUT)/weight_map_comparison.png
 
 test: $(INSTALLED)
 	$(PY) -m pytest

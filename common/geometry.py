@@ -49,6 +49,54 @@ def size_error(size, depth, padding):
     )
 
 
+def receptive_fields(depth, padding, size):
+    """How many input pixels, along one axis, can change one output pixel: one number for each
+    position of the output pixel in one period of the pooling grid (0 … 2**depth − 1).
+
+    The field depends on the position because a pool's 2×2 window starts on even pixels and an
+    up-convolution gives each output pixel one input pixel: the two halves of an up-convolved
+    pair see windows that end on different sides. Traced backwards as intervals: a 3×3 conv
+    widens one by a pixel on each side (same padding) or shifts it (valid), a pool doubles it, an
+    up-convolution halves it, and a skip connection joins the encoder's interval (shifted by the
+    crop) to the decoder's. Paper network: 188 or 204 px; the default (depth 3): 92 or 100 px.
+
+    Inputs:
+    - depth, padding: the network's; size: an input size it takes (valid padding's crops depend on it)
+    Returns:
+    - a list of 2**depth spans in pixels
+    """
+    pad = 1 if padding == "same" else 0  # how far a 3×3 convolution reaches before its output pixel
+    trim = TRIM_PER_DOUBLE_CONV[padding]
+    encoded, side = [], size
+    for _ in range(depth):
+        side -= trim
+        encoded.append(side)
+        side //= 2
+    side -= trim
+    crops = [0] * depth  # where each skip's crop starts in its encoder map
+    for level in reversed(range(depth)):
+        side *= 2
+        crops[level] = (encoded[level] - side) // 2
+        side -= trim
+
+    def through_double_conv(lo, hi):  # an interval of one map → the interval of its input
+        return lo - 2 * pad, hi + 2 * (2 - pad)
+
+    def encoder_input(level, lo, hi):  # encoder `level`'s output → the network's input
+        lo, hi = through_double_conv(lo, hi)
+        return (lo, hi) if level == 0 else encoder_input(level - 1, 2 * lo, 2 * hi + 1)
+
+    def decoder_input(level, lo, hi):  # decoder `level`'s output (`depth`: the bottleneck's) → input
+        lo, hi = through_double_conv(lo, hi)
+        if level == depth:
+            return encoder_input(depth - 1, 2 * lo, 2 * hi + 1)
+        skip = encoder_input(level, lo + crops[level], hi + crops[level])
+        up = decoder_input(level + 1, lo // 2, hi // 2)
+        return min(skip[0], up[0]), max(skip[1], up[1])
+
+    return [hi - lo + 1 for lo, hi in (decoder_input(0, p, p) for p in range(2**depth))]
+
+
 # Limits on what a command line or a checkpoint may ask for, so that a typo cannot ask for more
 # memory than a machine has: at depth 6 and base 128 the bottleneck has 8192 channels and the net
 # 2.0 billion parameters; 100,000 training images of 64² take 1.6 GB per array.

@@ -45,7 +45,7 @@ def dice(pred, target, per_image=False):
 
 
 def iou(pred, target, per_image=False):
-    """IoU = |P ∩ T| / |P ∪ T| (Jaccard); the paper's ISBI cell-tracking score."""
+    """IoU = |P ∩ T| / |P ∪ T| (Jaccard) of the pixels: not the ISBI challenge's IoU over matched cells."""
     p, t = _as_images(pred), _as_images(target)
     intersection = (p & t).sum(axis=(1, 2))
     union = (p | t).sum(axis=(1, 2))

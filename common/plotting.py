@@ -190,6 +190,14 @@ def _draw_map(ax, x, level, channels, side, biggest, color):
     return x + width
 
 
+def _draw_crop(ax, x, y, width, encoded, side, biggest):
+    """The encoder map a skip copies, drawn around its cropped centre as a dashed outline, and
+    the border cut away: (encoded − side) / 2 pixels on each side (paper, Fig. 1, "copy and crop")."""
+    height = 0.25 + encoded / biggest
+    ax.add_patch(Rectangle((x, y - height / 2), width, height, fill=False, ls="--", ec="gray", lw=0.8))
+    ax.text(x + width / 2, y - height / 2 - 0.3, f"crop {(encoded - side) // 2} px", ha="center", fontsize=7)
+
+
 def _level(stage, depth):
     """Row of the U for a trace stage: enc1/dec1/head on top (0), bottom at `depth`."""
     if stage == "bottom":
@@ -225,7 +233,7 @@ def save_architecture_figure(rows, path):
             if last is not None:
                 _arrow(ax, last, (x, y), "black", lw=0.8)
             right = _draw_map(ax, x, level, channels, side, biggest, "tab:blue")
-            skips[stage] = (right, y)
+            skips[stage] = (right, y, side)  # the last is the encoder map a skip copies
             last, x = (right, y), right + 0.35
         elif op.startswith("max-pool"):
             _arrow(ax, last, (x, y - LEVEL_GAP), "tab:red", lw=2)
@@ -235,8 +243,11 @@ def save_architecture_figure(rows, path):
             last = (x, y)
         elif op == "concat":
             skip_channels = channels // 2
+            *start, encoded = skips[stage.replace("dec", "enc")]
+            if encoded != side:
+                _draw_crop(ax, x, y, 0.12 * math.log2(skip_channels + 1), encoded, side, biggest)
             right = _draw_map(ax, x, level, skip_channels, side, biggest, "lightgray")
-            _arrow(ax, skips[stage.replace("dec", "enc")], (x, y), "gray", ls="--", lw=1.2)
+            _arrow(ax, start, (x, y), "gray", ls="--", lw=1.2)
             right = _draw_map(ax, right, level, channels - skip_channels, side, biggest, "tab:green")
             last, x = (right, y), right + 0.35
     ax.set_xlim(-0.5, x + 0.5)
@@ -244,7 +255,7 @@ def save_architecture_figure(rows, path):
     ax.axis("off")
     ax.set_title(
         "U-Net: boxes are feature maps (channels above, side below). Black: 3×3 conv; "
-        "red: max-pool 2×2; green: up-conv 2×2; grey: copy (and crop)",
+        "red: max-pool 2×2; green: up-conv 2×2; grey: copy (dashed: the part cropped away)",
         fontsize=11,
     )
     save_figure(figure, path)

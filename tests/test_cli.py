@@ -3,6 +3,7 @@ written or changed. One table, run in-process on both scripts."""
 
 import hashlib
 import os
+import re
 
 import numpy as np
 import pytest
@@ -152,3 +153,12 @@ def test_an_image_over_the_pixel_limit_is_refused(workspace, capsys, pytorch_scr
         in capsys.readouterr().err
     )
     assert not (workspace / "predictions").exists()
+
+
+def test_every_option_is_in_the_readme(pytorch_script, scratch):
+    readme = open("README.md", encoding="utf-8").read()
+    for module in (pytorch_script, scratch):
+        flags = [flag for action in module.build_parser()._actions for flag in action.option_strings]
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", readme))  # every --flag the README names
+        missing = [flag for flag in flags if flag not in ("-h", "--help") and flag not in named]
+        assert not missing, f"{module.__name__}: {missing}"

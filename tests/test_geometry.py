@@ -1,8 +1,16 @@
 import math
 
+import numpy as np
 import pytest
 
-from common.geometry import is_trainable, nearest_valid_sizes, output_size, parameter_shapes, size_error
+from common.geometry import (
+    is_trainable,
+    nearest_valid_sizes,
+    output_size,
+    parameter_shapes,
+    receptive_fields,
+    size_error,
+)
 
 NETWORKS = [
     dict(in_channels=1, out_channels=1, base_channels=8, depth=3, padding="same", batchnorm=True, skip=True),
@@ -71,3 +79,32 @@ def test_the_papers_network_has_the_papers_parameter_count():
         in_channels=1, out_channels=2, base_channels=64, depth=4, padding="valid", batchnorm=False, skip=True
     )
     assert sum(math.prod(shape) for shape in parameter_shapes(paper).values()) == 31_030_658
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_receptive_fields_against_autograd(pytorch_script, monkeypatch, padding, depth):
+    """The inputs one output pixel depends on, found by autograd in a thin net (one channel)
+    whose weights are all 1 on an input of ones: every path adds, nothing cancels, and with
+    average pooling in place of max-pooling every pixel of a window passes its gradient on."""
+    import torch
+
+    monkeypatch.setattr(pytorch_script, "max_pool2x2", lambda x: torch.nn.functional.avg_pool2d(x, 2))
+    net = pytorch_script.UNet(base_channels=1, depth=depth, padding=padding, batchnorm=False).double()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.fill_(1.0)
+    size = (
+        16 * 2**depth
+        if padding == "same"
+        else next(s for s in range(8, 1000) if (output_size(s, depth, padding) or 0) >= 2**depth)
+    )
+    x = torch.ones(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    out = net(x)
+    row0 = size // 2 if padding == "same" else 0  # away from the zero border; a multiple of 2**depth
+    spans = []
+    for phase in range(2**depth):
+        (gradient,) = torch.autograd.grad(out[0, 0, row0 + phase, out.shape[-1] // 2], x, retain_graph=True)
+        rows = np.flatnonzero(gradient[0, 0].abs().sum(axis=1).numpy())
+        spans.append(rows.max() - rows.min() + 1)
+    assert spans == receptive_fields(depth, padding, size)

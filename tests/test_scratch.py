@@ -132,21 +132,6 @@ def test_paper_trace_shapes_and_parameters(scratch):
     assert sum(row["params"] for row in trace.rows) == 31_030_658  # = sum of the torch net's parameters
 
 
-def test_receptive_field_by_perturbation(scratch):
-    """Change one input pixel: the output pixels that move span the receptive field."""
-    depth = 2
-    params = scratch.init_params(1, 1, 8, depth, batchnorm=False, seed=1)
-    x = np.random.default_rng(0).standard_normal((1, 1, 96, 96)).astype(np.float32)
-    y = x.copy()
-    y[0, 0, 48, 48] += 100.0
-    changed = np.abs(scratch.unet_forward(y, params) - scratch.unet_forward(x, params))[0, 0] > 1e-6
-    rows = np.flatnonzero(changed.any(axis=1))
-    # An input pixel reaches outputs at most (field - 1) / 2 away on either side... up to the pool
-    # phase, so the span is at most the receptive field.
-    assert rows.max() - rows.min() + 1 <= scratch.receptive_field(depth)
-    assert rows.max() - rows.min() + 1 >= scratch.receptive_field(depth) - 2**depth
-
-
 def test_paper_run_fits_100_columns(scratch, capsys):
     scratch.main(["--paper"])
     printed = capsys.readouterr().out
@@ -183,3 +168,19 @@ def test_no_skip_weights_run_without_skips_in_numpy_too(scratch, pytorch_script)
         expected = net(x).numpy()
     assert np.abs(scratch.unet_forward(x.numpy(), params, skip=False) - expected).max() <= 1e-4
     assert np.abs(scratch.unet_forward(x.numpy(), params) - expected).max() > 1e-2
+
+
+def test_the_paper_figure_shows_each_crop_from_the_trace(scratch, monkeypatch, tmp_path):
+    """Paper, Fig. 1: the skips crop 568 → 392, 280 → 200, 136 → 104 and 64 → 56: 88, 40, 16
+    and 4 px a side, as the figure must say."""
+    import common.plotting as plotting
+
+    drawn = {}
+    monkeypatch.setattr(plotting, "save_figure", lambda figure, path: drawn.update(figure=figure))
+    params = scratch.init_params(1, 2, 1, 4, batchnorm=False)  # one channel: the sizes are the paper's
+    trace = scratch.Trace(echo=False)
+    scratch.unet_forward(np.zeros((1, 1, 572, 572), np.float32), params, padding="valid", trace=trace)
+    plotting.save_architecture_figure(trace.rows, tmp_path / "paper.png")
+    texts = [text.get_text() for text in drawn["figure"].axes[0].texts]
+    assert [text for text in texts if text.startswith("crop")] == [f"crop {px} px" for px in (4, 16, 40, 88)]
+    assert "572²" not in texts and "570²" in texts and texts.count("388²") == 2
