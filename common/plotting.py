@@ -195,7 +195,7 @@ def _draw_crop(ax, x, y, width, encoded, side, biggest):
     the border cut away: (encoded − side) / 2 pixels on each side (paper, Fig. 1, "copy and crop")."""
     height = 0.25 + encoded / biggest
     ax.add_patch(Rectangle((x, y - height / 2), width, height, fill=False, ls="--", ec="gray", lw=0.8))
-    ax.text(x + width / 2, y - height / 2 - 0.3, f"crop {(encoded - side) // 2} px", ha="center", fontsize=7)
+    ax.text(x + width, y - height / 2 - 0.4, f"crop {(encoded - side) // 2} px", fontsize=7)
 
 
 def _level(stage, depth):
@@ -250,12 +250,12 @@ def save_architecture_figure(rows, path):
             _arrow(ax, start, (x, y), "gray", ls="--", lw=1.2)
             right = _draw_map(ax, right, level, channels - skip_channels, side, biggest, "tab:green")
             last, x = (right, y), right + 0.35
-    ax.set_xlim(-0.5, x + 0.5)
+    ax.set_xlim(-0.5, x + 1)
     ax.set_ylim(-LEVEL_GAP * depth - 1.2, 1.2)
     ax.axis("off")
     ax.set_title(
-        "U-Net: boxes are feature maps (channels above, side below). Black: 3×3 conv; "
-        "red: max-pool 2×2; green: up-conv 2×2; grey: copy (dashed: the part cropped away)",
+        "U-Net: boxes are feature maps (channels above, side below)\nBlack: 3×3 conv; red: max-pool "
+        "2×2; green: up-conv 2×2; grey: copy (dashed: the part cropped away)",
         fontsize=11,
     )
     save_figure(figure, path)
