@@ -13,9 +13,10 @@ tile by tile → main(). Plumbing (options, checkpoints, files, images) lives in
 
 import functools
 import math
+import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,11 @@ from torch import nn
 from tqdm import tqdm
 
 from common import checkpoints, cli, plotting
-from common.checkpoints import CheckpointError
+from common.checkpoints import CheckpointError, foreign
 from common.cli import option, positive_float, whole_number
 from common.data import standardize, synthetic_circles, touching_circles
 from common.files import save_json
-from common.geometry import MAX_TRAIN_PIXELS, nearest_valid_sizes, output_size, size_error
+from common.geometry import exact_margin, output_size, size_error, training_memory_problems
 from common.images import MAX_PIXELS, ImageError, read_image, save_mask_png
 from common.metrics import boundary_f1, dice, foreground, iou, object_f1
 from common.tiling import kept_step, predict_tiled
@@ -436,26 +437,19 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
 
 # ----------------------------------------------------------------------------- your own image
 
-TILE = 128  # input side of one tile
-# Context dropped around each tile of a same-padding net, whose tiles see zeros past their
-# edges: with 16 px, the trained net's mask of a 1024×1024 image agrees with a whole-image
-# pass on 99.9998 % of pixels, in about the same time (README, "Any image size").
-MARGIN = 16
 
-
-def segment_image(model, args, image, device):
-    """Mask (H, W) of a (1, H, W) standardised image of any size: the trained net run tile by
-    tile (common/tiling.py). Returns the mask and the distance between tile seams."""
-    depth, padding = args["depth"], args["padding"]
-    tile = TILE if output_size(TILE, depth, padding) else nearest_valid_sizes(TILE, depth, padding)[1]
-    margin = MARGIN if padding == "same" else 0  # a valid net's tiles are exact already
+def segment_image(model, args, image, device, tile, margin):
+    """Mask (H, W) of a (1, H, W) standardised image of any size: the trained net run on tiles of
+    `tile` px placed on the 2**depth grid, `margin` output pixels dropped around each (common/
+    tiling.py). Returns the mask and the distance between tile seams."""
+    align = 2 ** args["depth"]
 
     @torch.inference_mode()
     def forward(window):  # (1, C, tile, tile) → (1, K, t, t)
         return model(torch.from_numpy(window).to(device)).float().cpu().numpy()
 
-    logits = predict_tiled(image, forward, tile, 2**depth, margin)  # (K, H, W)
-    return foreground(logits), kept_step(output_size(tile, depth, padding), 2**depth, margin)
+    logits = predict_tiled(image, forward, tile, align, margin)  # (K, H, W)
+    return foreground(logits), kept_step(output_size(tile, args["depth"], args["padding"]), align, margin)
 
 
 def predict(paths, device, checkpoint, pixels):
@@ -467,10 +461,17 @@ def predict(paths, device, checkpoint, pixels):
     else:
         model = UNet(**checkpoint.model_args).to(device).eval()
         model.load_state_dict({name: torch.from_numpy(value) for name, value in checkpoint.state.items()})
-        mask, step = segment_image(model, checkpoint.model_args, standardize(pixels)[None], device)
+        tiling = (paths.tile, paths.margin)
+        mask, step = segment_image(model, checkpoint.model_args, standardize(pixels)[None], device, *tiling)
     save_mask_png(mask, mask_path)
     plotting.save_overlay(pixels, mask, overlay_path, grid=step)
+    args = checkpoint.model_args
+    exact = exact_margin(args["depth"]) if args["padding"] == "same" else 0  # what makes tiles seamless
     print(f"{paths.predict}: {pixels.shape[1]}×{pixels.shape[0]} pixels, {mask.mean():.1%} foreground")
+    if step:
+        print(
+            f"tiles of {paths.tile} px every {step} px, margin {paths.margin} px (seamless from {exact} px)"
+        )
     print(f"wrote {mask_path} and {overlay_path}")
 
 
@@ -485,10 +486,21 @@ def build_parser():
     cli.add_options(parser, TrainConfig)  # the recipe; below, the files
     add = parser.add_argument
     add("--out", type=cli.writable_folder, help="output folder (default: assets; predictions with --predict)")
-    add("--checkpoint", type=Path, default=Path("checkpoints/unet_circles.pt"), help=CHECKPOINT_HELP)
+    add("--checkpoint", type=cli.file_path, default=Path("checkpoints/unet_circles.pt"), help=CHECKPOINT_HELP)
     add("--resume", type=cli.readable_file, help="start from this .pt's weights and Adam state")
     add("--predict", type=cli.readable_file, help=f"segment this image (≤ {MAX_PIXELS:,} pixels) instead")
     add("--overwrite", action="store_true", help="let --predict replace files already in --out")
+    add(
+        "--tile",
+        type=cli.whole_number(1, 4096),
+        default=128,
+        help="--predict: the side of one tile in pixels",
+    )
+    add(
+        "--margin",
+        type=cli.whole_number(0, 1024),
+        help="--predict: pixels dropped around a tile (default 16)",
+    )
     return parser
 
 
@@ -502,10 +514,8 @@ def check_training(parser, args, device):
     config = replace(
         config, device=device.type, mixed_precision=config.mixed_precision and device.type == "cuda"
     )
-    pixels, bottom = config.train_size * config.size**2, config.size // 2**config.depth
-    too_many = (
-        f"{config.train_size:,} images of {config.size}² are {pixels:,} pixels; at most {MAX_TRAIN_PIXELS:,}"
-    )
+    bottom = config.size // 2**config.depth  # the side of the bottleneck's maps
+    memory = training_memory_problems(*(getattr(config, key) for key in MEMORY_KEYS))
     outputs = training_outputs(args.out, args.checkpoint, config)
     one_value = "1 with a 1×1 bottleneck leaves batch norm one value per channel; use 2+ or a larger --size"
     needs_instances = "needs --touching, whose circles carry the instance labels the map is built from"
@@ -513,12 +523,15 @@ def check_training(parser, args, device):
         parser,
         [  # (option, what is wrong or a false value), in the order a user should fix them
             ("--size", size_error(config.size, config.depth, "same")),
-            ("--train-size", pixels > MAX_TRAIN_PIXELS and too_many),
+            *memory,
             ("--batch-size", config.batch_size > config.train_size and "more than --train-size"),
             ("--batch-size", config.batch_size * bottom**2 < 2 and one_value),
             ("--weight-map", config.weight_map and not config.touching and needs_instances),
             ("--checkpoint", args.checkpoint.suffix != ".pt" and "give a .pt path; the .npz goes beside it"),
-            ("--checkpoint", cli.first_refusal(outputs[:2])),
+            (
+                "--checkpoint",
+                cli.first_refusal(outputs[:2]) or next(filter(None, map(foreign, outputs[:2])), 0),
+            ),
             ("--out", cli.first_refusal(outputs[2:])),
         ],
     )
@@ -536,13 +549,25 @@ def prediction_outputs(args):
     return [args.out / f"{args.predict.stem}_mask.png", args.out / f"{args.predict.stem}_overlay.png"]
 
 
+MEMORY_KEYS = ("train_size", "val_size", "size", "batch_size", "base_channels", "depth")
+MISALIGNED = "tiles must see the pooling grid in one phase"
+
+
 def check_prediction(parser, args):
     """(checkpoint, image pixels) for --predict, each checked before any work."""
     outputs = prediction_outputs(args)
-    existing = next((path for path in outputs if path.exists()), None)
+    existing = next((path for path in outputs if os.path.lexists(path)), None)
+    recipe = next(
+        (f for f in fields(TrainConfig) if f.name != "device" and getattr(args, f.name) != f.default), None
+    )
     cli.check_rules(
         parser,
         [
+            ("--resume", args.resume and "is for training; --predict uses --checkpoint"),
+            (
+                recipe and cli.flag_name(recipe),
+                recipe and "is for training; --checkpoint decides the network",
+            ),
             ("--out", existing and not args.overwrite and f"{existing} exists; --overwrite replaces it"),
             ("--out", cli.first_refusal(outputs)),
         ],
@@ -551,6 +576,24 @@ def check_prediction(parser, args):
         checkpoint = checkpoints.load(args.checkpoint)
     except CheckpointError as error:
         parser.error(f"argument --checkpoint: {error}")
+    depth, padding = checkpoint.model_args["depth"], checkpoint.model_args["padding"]
+    args.margin = (16 if padding == "same" else 0) if args.margin is None else args.margin
+    out_tile = output_size(args.tile, depth, padding) or 0
+    cli.check_rules(
+        parser,
+        [
+            ("--tile", size_error(args.tile, depth, padding)),
+            (
+                "--margin",
+                args.margin % 2**depth and f"must be a multiple of 2**depth = {2**depth}: {MISALIGNED}",
+            ),
+            (
+                "--margin",
+                kept_step(out_tile, 2**depth, args.margin) <= 0
+                and f"leaves nothing of a {out_tile}-px output",
+            ),
+        ],
+    )
     try:
         pixels = read_image(args.predict)
     except ImageError as error:
@@ -565,7 +608,9 @@ def run_training(args, device, config, resumed):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if resumed:
         model.load_state_dict({name: torch.from_numpy(value) for name, value in resumed.state.items()})
-        optimizer.load_state_dict(resumed.optimizer)
+        # Adam's moments carry over; its settings (rate, betas) are this run's recipe.
+        fresh = optimizer.state_dict()["param_groups"]  # numbers the parameters as the saved one does
+        optimizer.load_state_dict({"state": resumed.optimizer["state"], "param_groups": fresh})
     data = make_data(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(
@@ -577,7 +622,7 @@ def run_training(args, device, config, resumed):
         history, final, preds = train(model, optimizer, data, config, device, autocast_for(config, device))
     except Diverged as error:
         sys.exit(
-            f"01_pytorch.py: training diverged: {error}; nothing was saved. Try a lower --lr ({config.lr})."
+            f"01_pytorch.py: training diverged: {error}; nothing was saved. Try a lower --lr ({config.lr:g})."
         )
     step = (resumed.step if resumed else 0) + total_steps(config)
     save_outputs(args, config, step, model, optimizer, history, final, data, preds)

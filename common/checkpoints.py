@@ -16,6 +16,7 @@ a .pt is touched, so that reading an .npz needs no torch.
 """
 
 import contextlib
+import io
 import json
 import math
 import pickle
@@ -56,6 +57,13 @@ ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")  # Adam's state per parameter: its
 OLD_FORMAT = (
     "is in an older checkpoint format (before model_args); retrain it with this version of 01_pytorch.py"
 )
+
+
+def _shown(value):
+    """A value as a message shows it: a short scalar as written, anything else by its type (a
+    crafted container can take minutes and gigabytes to print, a tensor several lines)."""
+    text = repr(value) if isinstance(value, (bool, int, float, str)) else ""
+    return text if text and len(text) <= 40 and "\n" not in text else f"a {type(value).__name__}"
 
 
 def _largest_checkpoint_bytes():
@@ -114,9 +122,13 @@ def save(path, *, model_args, state, optimizer, config, run_id, step):
         step=step,
     )
     arrays = {name: tensor.numpy() for name, tensor in tensors.items()}
+    # Serialised in memory first: a signal or a full disk inside torch.save's own writer surfaces
+    # as a RuntimeError from C++; writing the bytes from Python gives KeyboardInterrupt or OSError.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
     atomic_write_all(
         {
-            path: lambda file: torch.save(checkpoint, file),
+            path: lambda file: file.write(buffer.getbuffer()),
             path.with_suffix(".npz"): _npz_writer(model_args, arrays, run_id, step),
         }
     )
@@ -151,12 +163,28 @@ def load(path):
     return checkpoint
 
 
+def foreign(path):
+    """Why an existing file at `path` must not be replaced by a checkpoint, or None: a file this
+    project cannot read as one of its checkpoints may be the user's own data."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        _check_file(path)
+        (_npz_run_only if _file_format(path) == "npz" else _load_pt)(path)
+    except CheckpointError as error:
+        return f"{error}; it is kept: move it, or choose another --checkpoint"
+    return None
+
+
 def _check_file(path):
     """Refuse what is not a file worth opening, without reading any of it."""
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointError(f"{path} is not a regular file")
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path} is empty")
@@ -204,6 +232,12 @@ def _load_pt(path):
     """
     import torch
 
+    with _damaged_if_unreadable(path), zipfile.ZipFile(path) as archive:  # what torch.load would inflate
+        inflated = sum(info.file_size for info in archive.infolist())
+    if inflated > LARGEST_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path} would inflate to {inflated:,} bytes, more than any checkpoint; refused unread"
+        )
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols; the errors below say more
             warnings.simplefilter("ignore")
@@ -249,9 +283,13 @@ def _check_pt_contents(path, contents):
         )
     for key, kind in PT_TYPES.items():
         value = contents[key]
-        if not isinstance(value, kind) or isinstance(value, bool) or (key == "step" and value < 0):
+        if (
+            not isinstance(value, kind)
+            or isinstance(value, bool)
+            or (key == "step" and not 0 <= value < 2**53)
+        ):
             wanted = "a count of steps" if key == "step" else TYPE_NAMES[kind]
-            raise CheckpointError(f"{path} has a {key} of {value!r:.40}, not {wanted}")
+            raise CheckpointError(f"{path} has a {key} of {_shown(value)}, not {wanted}")
     for name, value in contents["state_dict"].items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(
@@ -265,8 +303,8 @@ def _as_array(path, name, tensor):
         tensor = tensor.float()
     try:
         return tensor.detach().numpy()
-    except TypeError as error:  # sparse and other layouts NumPy cannot hold
-        raise CheckpointError(f"{path} has a {name} that is not a plain dense tensor ({error})") from None
+    except (TypeError, RuntimeError) as error:  # sparse, nested and other layouts NumPy cannot hold
+        raise CheckpointError(f"{path} has {name} in a layout NumPy cannot hold ({error})") from None
 
 
 def _load_npz(path):
@@ -332,8 +370,8 @@ def _npy_header(path, archive, info):
 def _parse_model_args(path, array):
     try:
         model_args = json.loads(str(array))
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path} has a model_args that is not JSON") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"{path} has a model_args that is not JSON of a dict") from None
     _check_model_args(path, model_args)
     return model_args
 
@@ -361,7 +399,7 @@ def _warn_if_other_run(checkpoint):
     """Say so on stderr when the .npz beside a .pt is not from the same run and step: the two
     would give different networks to the two scripts."""
     pt, npz = checkpoint.path, checkpoint.path.with_suffix(".npz")
-    if not npz.exists():
+    if npz == pt or not npz.is_file():
         return
     try:
         run_id, step = _npz_run_only(npz)
@@ -387,11 +425,11 @@ def _check_model_args(path, model_args):
         raise CheckpointError(f"{path} has a model_args that lacks {missing[0]}")
     extra = [name for name in model_args if name not in MODEL_ARG_TYPES]
     if extra:
-        raise CheckpointError(f"{path} has a model_args with {extra[0]!r}, which UNet does not take")
+        raise CheckpointError(f"{path} has a model_args with {_shown(extra[0])}, which UNet does not take")
     for name, kind in MODEL_ARG_TYPES.items():
         if type(model_args[name]) is not kind:  # not `isinstance`: True is an int to Python
             raise CheckpointError(
-                f"{path} has model_args {name}={model_args[name]!r}, not {TYPE_NAMES[kind]}"
+                f"{path} has model_args {name}={_shown(model_args[name])}, not {TYPE_NAMES[kind]}"
             )
     problem = _model_args_problem(model_args)
     if problem:
@@ -457,7 +495,7 @@ def first_mismatch(found, expected):
             return f"it lacks {name} {tuple(shape)}"
         if tuple(found[name]) != tuple(shape):
             return f"{name} is {tuple(found[name])} where this network has {tuple(shape)}"
-    extra = sorted(found.keys() - expected.keys())
+    extra = sorted(map(str, found.keys() - expected.keys()))
     return f"it has {extra[0]}, which this network does not" if extra else None
 
 
@@ -507,9 +545,14 @@ def _adam_state_problem(optimizer, state):
             isinstance(entry, dict) and all(isinstance(entry.get(key), torch.Tensor) for key in ADAM_KEYS)
         ):
             return f"the entry for {name} lacks one of the tensors {', '.join(ADAM_KEYS)}"
+        step = entry["step"]
+        if step.numel() != 1 or not (torch.isfinite(step).all() and step.item() >= 0):
+            return f"{name}'s step is not a count of steps"
         for key in ADAM_KEYS[1:]:
             if tuple(entry[key].shape) != state[name].shape:
                 return f"{name}'s {key} is {tuple(entry[key].shape)} where {name} is {state[name].shape}"
             if not torch.isfinite(entry[key]).all():
                 return f"{name}'s {key} holds NaN or infinite values"
+        if (entry["exp_avg_sq"] < 0).any():
+            return f"{name}'s exp_avg_sq, a mean of squares, is negative"
     return None

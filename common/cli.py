@@ -12,6 +12,7 @@
 import argparse
 import dataclasses
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -49,13 +50,14 @@ def whole_number(smallest, largest):
     """An argparse type: a whole number in [smallest, largest], the range named when refused."""
 
     def check(text):
-        value = int(text) if text.strip().lstrip("+").isdigit() else None
+        value = int(text) if text.strip().lstrip("+").isdecimal() else None
         if value is None or not smallest <= value <= largest:
             raise argparse.ArgumentTypeError(
                 f"expected a whole number from {smallest} to {largest:,}, got {text!r}"
             )
         return value
 
+    check.limits = f"{smallest} to {largest:,}"  # for --help
     return check
 
 
@@ -70,8 +72,11 @@ def positive_float(text):
 
 
 def readable_file(text):
-    """An existing file this process can open: checked now, not after minutes of work."""
+    """An existing regular file this process can open: checked now, not after minutes of work
+    (and not a FIFO, whose opening would wait for a writer for ever)."""
     path = Path(text)
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{path} is not a regular file")
     try:
         with path.open("rb"):
             pass
@@ -90,11 +95,25 @@ def writable_folder(text):
     return Path(text)
 
 
+def file_path(text):
+    """A path whose last part is a file name the system can take, temporary names included
+    (`.NAME.xxxxxxxx.tmp` beside it, see common/files.py): checked before any work."""
+    path = Path(text)
+    if not text or text.endswith("/") or path.name in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+    if len(os.fsencode(path.name)) > MAX_NAME_BYTES:
+        raise argparse.ArgumentTypeError(f"{path.name[:20]}… is longer than {MAX_NAME_BYTES} bytes")
+    return path
+
+
+MAX_NAME_BYTES = 240  # file systems take 255, less what the temporary name adds
+
+
 def output_file(*suffixes):
     """An argparse type: a file to write, with one of `suffixes`, that may be created or replaced."""
 
     def check(text):
-        path = Path(text)
+        path = file_path(text)
         if path.suffix.lower() not in suffixes:
             raise argparse.ArgumentTypeError(f"{path} must end in {' or '.join(suffixes)}")
         problem = replace_refusal(path)
@@ -127,13 +146,14 @@ def add_options(parser, config_class):
             action = "store_false" if field.default else "store_true"
             parser.add_argument(flag_name(field), dest=field.name, action=action, help=spec["help"])
         else:
+            limits = getattr(spec["type"], "limits", None)
             parser.add_argument(
                 flag_name(field),
                 dest=field.name,
                 type=spec["type"],
                 choices=spec["choices"],
                 default=field.default,
-                help=spec["help"],
+                help=f"{spec['help']}; {limits}" if limits else spec["help"],
             )
 
 
@@ -197,8 +217,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every `finally` and atomic write cleans up the same way."""
 
 
-def raise_terminated(signum, frame):
-    raise Terminated
+def stop_once(signum, frame):
+    """The first Ctrl-C or SIGTERM stops the run; later ones are ignored, so that the clean-up
+    they would interrupt (removing temporaries, exiting) finishes and says one line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def run(main, argv=None):
@@ -206,12 +230,13 @@ def run(main, argv=None):
     Ctrl-C (exit 130) or SIGTERM (143) — every write is atomic, so what was on disk stays
     whole — and a write that failed (a full disk, say: exit 1), whose old file stays whole."""
     prog = Path(sys.argv[0]).name
-    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, stop_once)
+    signal.signal(signal.SIGTERM, stop_once)
     try:
         main(argv)
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt as interrupt:
         print(f"{prog}: interrupted; files written before now are whole, none half-written", file=sys.stderr)
-        sys.exit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT))
+        sys.exit(128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT))
     except WriteError as error:
         sys.exit(f"{prog}: {error}")
 

@@ -129,8 +129,8 @@ def standardize(images):
 
     The same normalisation must be applied to any image the trained network sees.
     """
-    mean = images.mean(axis=(-2, -1), keepdims=True)
-    std = images.std(axis=(-2, -1), keepdims=True)
+    mean = images.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)  # float32 sums of squares
+    std = images.std(axis=(-2, -1), keepdims=True, dtype=np.float64)  # overflow past about 1e19
     return ((images - mean) / np.maximum(std, 1e-6)).astype(np.float32)
 
 

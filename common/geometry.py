@@ -7,6 +7,7 @@ paper's 572 works (572 → 568 → 284 → … → 28 → … → 388), 570 does
 """
 
 import itertools
+import math
 
 PADDINGS = ("same", "valid")
 TRIM_PER_DOUBLE_CONV = {"same": 0, "valid": 4}  # two 3×3 convolutions, 1 px lost per side each
@@ -51,19 +52,38 @@ def size_error(size, depth, padding):
 
 def receptive_fields(depth, padding, size):
     """How many input pixels, along one axis, can change one output pixel: one number for each
-    position of the output pixel in one period of the pooling grid (0 … 2**depth − 1).
+    position of the output pixel in one period of the pooling grid (0 … 2**depth − 1); see
+    `receptive_intervals`. Paper network: 188 or 204 px; the default (depth 3): 92 or 100 px."""
+    return [hi - lo + 1 for lo, hi in receptive_intervals(depth, padding, size)]
+
+
+def exact_margin(depth):
+    """The context a same-padding tile must drop around its output so that every kept pixel
+    equals a whole-image pass: a multiple of 2**depth, so that every tile sees the pooling grid
+    in the same phase, and enough that no kept pixel's field reaches past the tile's edge (a
+    pixel's reach depends on its phase in the grid: see `receptive_intervals`). 24, 48 and 96
+    px at depths 2, 3 and 4."""
+    period = 2**depth
+    intervals = receptive_intervals(depth, "same", period)  # for output pixels 0 … period − 1
+    reach = max(max(-lo, hi - (period - 1)) for lo, hi in intervals)  # past the block's left and right
+    return math.ceil(reach / period) * period
+
+
+def receptive_intervals(depth, padding, size):
+    """The input pixels, along one axis, that can change output pixel p, as an interval (lo, hi)
+    of input coordinates, for each p in one period of the pooling grid (0 … 2**depth − 1).
 
     The field depends on the position because a pool's 2×2 window starts on even pixels and an
     up-convolution gives each output pixel one input pixel: the two halves of an up-convolved
     pair see windows that end on different sides. Traced backwards as intervals: a 3×3 conv
     widens one by a pixel on each side (same padding) or shifts it (valid), a pool doubles it, an
     up-convolution halves it, and a skip connection joins the encoder's interval (shifted by the
-    crop) to the decoder's. Paper network: 188 or 204 px; the default (depth 3): 92 or 100 px.
+    crop) to the decoder's.
 
     Inputs:
     - depth, padding: the network's; size: an input size it takes (valid padding's crops depend on it)
     Returns:
-    - a list of 2**depth spans in pixels
+    - a list of 2**depth (lo, hi) pairs; with same padding, input and output coordinates coincide
     """
     pad = 1 if padding == "same" else 0  # how far a 3×3 convolution reaches before its output pixel
     trim = TRIM_PER_DOUBLE_CONV[padding]
@@ -94,16 +114,18 @@ def receptive_fields(depth, padding, size):
         up = decoder_input(level + 1, lo // 2, hi // 2)
         return min(skip[0], up[0]), max(skip[1], up[1])
 
-    return [hi - lo + 1 for lo, hi in (decoder_input(0, p, p) for p in range(2**depth))]
+    return [decoder_input(0, p, p) for p in range(2**depth)]
 
 
 # Limits on what a command line or a checkpoint may ask for, so that a typo cannot ask for more
 # memory than a machine has: at depth 6 and base 128 the bottleneck has 8192 channels and the net
-# 2.0 billion parameters; 100,000 training images of 64² take 1.6 GB per array.
+# 2.0 billion parameters. Training needs more: see `training_memory_problems`.
 MAX_SIZE = 1024
 MAX_DEPTH = 6
 MAX_BASE_CHANNELS = 128
-MAX_TRAIN_PIXELS = 100_000 * 64 * 64
+MAX_DATA_PIXELS = 2**29  # training and validation images held in memory: 2 GiB per float32 array
+MAX_BATCH_WORK = 2**25  # pixels × base channels of one batch: its activations take about 5 GB
+MAX_TRAIN_PARAMETERS = 100_000_000  # with their gradients and Adam's two moments, 1.6 GB
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # batch norm's statistics
 
@@ -146,3 +168,33 @@ def parameter_shapes(model_args):
 def is_trainable(name):
     """Whether a state_dict entry is a parameter the optimizer updates, not a buffer."""
     return name.rsplit(".", 1)[-1] not in BUFFERS
+
+
+def training_memory_problems(train_size, val_size, size, batch_size, base_channels, depth):
+    """(option, problem or None) pairs for a training run that would not fit in memory: its
+    images, one batch's activations, its weights with their gradients and Adam's moments."""
+    pixels = (train_size + val_size) * size**2
+    work = batch_size * size**2 * base_channels
+    network = dict(in_channels=1, out_channels=1, base_channels=base_channels, depth=depth)
+    shapes = parameter_shapes(network | dict(padding="same", batchnorm=True, skip=True))
+    parameters = sum(math.prod(shape) for name, shape in shapes.items() if is_trainable(name))
+    return [
+        (
+            "--train-size",
+            pixels > MAX_DATA_PIXELS
+            and f"{train_size:,} + {val_size:,} images of {size}² are "
+            f"{pixels:,} pixels; at most {MAX_DATA_PIXELS:,} are held in memory",
+        ),
+        (
+            "--batch-size",
+            work > MAX_BATCH_WORK
+            and f"{batch_size} images of {size}² with {base_channels} base "
+            f"channels are {work:,} pixel-channels a batch; at most {MAX_BATCH_WORK:,}",
+        ),
+        (
+            "--base-channels",
+            parameters > MAX_TRAIN_PARAMETERS
+            and f"{base_channels} at depth {depth} makes "
+            f"{parameters:,} parameters; at most {MAX_TRAIN_PARAMETERS:,} are trained",
+        ),
+    ]

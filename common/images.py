@@ -84,9 +84,12 @@ def read_image(path):
     with _open(path) as image:
         _check_before_decoding(path, image)
         try:
-            return _grey_pixels(image)
+            pixels = _grey_pixels(image)
         except OSError as error:
             raise ImageError(f"{path} is damaged or truncated ({error})") from None
+    if not np.isfinite(pixels).all():  # a float TIFF can hold NaN or infinity
+        raise ImageError(f"{path} has NaN or infinite pixels")
+    return pixels
 
 
 def save_png(pixels, path):

@@ -34,7 +34,8 @@ def predict_tiled(image, forward, tile, align, margin=0):
       (the torch net or 00_scratch.unet_forward, wrapped)
     - tile: input tile side, a size the network can take
     - align: the network's total down-sampling, 2**depth
-    - margin: output pixels dropped around each tile's output (for same-padding nets)
+    - margin: output pixels dropped around each tile's output (for same-padding nets), a
+      multiple of `align`: the image then starts on the pooling grid of every tile
     Returns:
     - logits: (K, H, W) float32
     """
@@ -43,6 +44,10 @@ def predict_tiled(image, forward, tile, align, margin=0):
     out_tile = forward(zeros).shape[-1]
     border = (tile - out_tile) // 2  # input pixels a valid net consumes on each side
     step = kept_step(out_tile, align, margin)
+    if margin % align:
+        raise ValueError(
+            f"margin {margin} is not a multiple of {align}: the tiles would see the pooling grid out of phase"
+        )
     if step <= 0:
         raise ValueError(f"tile {tile} keeps no output after a margin of {margin} (align {align})")
 

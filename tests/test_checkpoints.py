@@ -278,10 +278,15 @@ def set_weight(name, value):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda c: c.update(state_dict=[1, 2]), "has a state_dict of [1, 2], not a dict"),
-        (lambda c: c.update(config=["lr", 0.01]), "has a config of ['lr', 0.01], not a dict"),
+        (lambda c: c.update(state_dict=[1, 2]), "has a state_dict of a list, not a dict"),
+        (lambda c: c.update(config=["lr", 0.01]), "has a config of a list, not a dict"),
         (lambda c: c.update(step=-1), "has a step of -1, not a count of steps"),
         (lambda c: c.update(run_id=7), "has a run_id of 7, not a string"),
+        (lambda c: c.update(step=2**63), "has a step of 9223372036854775808, not a count of steps"),
+        (
+            lambda c: c["state_dict"].update({5: torch.zeros(1), "zzz": torch.zeros(1)}),
+            "it has 5, which this",
+        ),
         (
             lambda c: c.update(epoch=3),
             "is not a checkpoint of this project: it has model_args, state_dict, optimizer, config, run_id, "
@@ -290,7 +295,7 @@ def set_weight(name, value):
         (lambda c: c["state_dict"].update({"head.bias": [0.0]}), "whose head.bias is a list, not a tensor"),
         (
             set_weight("head.bias", torch.zeros(1).to_sparse()),
-            "has a head.bias that is not a plain dense tensor (can't convert Sparse layout tensor to numpy",
+            "has head.bias in a layout NumPy cannot hold (can't convert Sparse layout tensor to numpy",
         ),
     ],
 )
@@ -387,7 +392,7 @@ def test_an_npz_whose_model_args_is_not_json(tmp_path):
     np.savez(
         path, model_args=np.array("{depth: 3"), run_id=np.array("r"), step=np.array(1), **random_state(TINY)
     )
-    assert refusal(path) == f"{path} has a model_args that is not JSON"
+    assert refusal(path) == f"{path} has a model_args that is not JSON of a dict"
 
 
 @pytest.fixture
@@ -460,6 +465,9 @@ def test_resuming_needs_the_optimizer_state_of_a_pt(saved):
         (lambda o: o["state"].update({99: {}}), "its state is not a dict from parameter numbers 0 to 21"),
         (lambda o: o["param_groups"][0].update(params=[0, 1]), "does not number the 22 parameters 0 to 21"),
         (lambda o: o["param_groups"].append({}), "its param_groups is not a list of one group"),
+        (lambda o: o["state"][1].update(step=torch.ones(5)), "encoder.0.bn1.weight's step is not a count"),
+        (lambda o: o["state"][1].update(step=torch.tensor(float("nan"))), "step is not a count of steps"),
+        (lambda o: o["state"][3]["exp_avg_sq"].fill_(-1.0), "exp_avg_sq, a mean of squares, is negative"),
     ],
 )
 def test_resuming_needs_an_adam_state_that_fits_the_weights(saved, change, message):
@@ -469,3 +477,28 @@ def test_resuming_needs_an_adam_state_that_fits_the_weights(saved, change, messa
         check_resumable(checkpoint, TINY)
     assert str(caught.value).startswith(f"{saved[0]} has an optimizer state that does not fit its weights: ")
     assert message in str(caught.value)
+
+
+def test_what_could_hang_or_inflate_is_refused_unread(tmp_path, monkeypatch):
+    import common.checkpoints
+
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)  # opening it would wait for a writer for ever
+    assert refusal(fifo) == f"{fifo} is not a regular file"
+    # A zip whose member inflates beyond any checkpoint: 16 MB of zeros against a limit of 1 MB
+    # here (the real limit, 48 GB, would take minutes to compress).
+    monkeypatch.setattr(common.checkpoints, "LARGEST_CHECKPOINT_BYTES", 2**20)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"")
+        archive.writestr("archive/data/0", bytes(2**24))
+    assert bomb.stat().st_size < 2**20
+    assert (
+        refusal(bomb) == f"{bomb} would inflate to {2**24:,} bytes, more than any checkpoint; refused unread"
+    )
+
+
+def test_a_crafted_model_args_is_one_line(tmp_path):
+    deep = tmp_path / "deep.npz"
+    np.savez(deep, model_args=np.array("[" * 5000 + "]" * 5000), run_id=np.array("r"), step=np.array(0))
+    assert refusal(deep).endswith("has a model_args that is not JSON of a dict")

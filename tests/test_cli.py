@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 
 def snapshot(folder):
@@ -33,6 +34,7 @@ def workspace(in_tmp, trained_run):
         (in_tmp / name).write_text("keep me")
         os.chmod(in_tmp / name, 0o444)
     (in_tmp / "notes.png").write_text("not a picture")
+    np.savez(in_tmp / "data.npz", measurements=np.arange(3))  # the user's own data, not a checkpoint
     for name in ("net.pt", "net.npz"):
         (in_tmp / name).write_bytes((trained_run / name).read_bytes())
     return in_tmp
@@ -70,6 +72,16 @@ PYTORCH_CASES = [
     (["--checkpoint", "folder.pt"], ["argument --checkpoint", "folder.pt is a folder"]),
     (["--checkpoint", "readonly.pt"], ["argument --checkpoint", "readonly.pt is read-only"]),
     (["--checkpoint", "a_file/net.pt"], ["argument --checkpoint", "a_file"]),
+    (
+        ["--checkpoint", "data.pt"],
+        ["argument --checkpoint", "data.npz is an .npz archive but not a checkpoint"],
+    ),
+    (["--checkpoint", ""], ["argument --checkpoint", "'' is not a file name"]),
+    (["--checkpoint", "n" * 250 + ".pt"], ["argument --checkpoint", "is longer than 240 bytes"]),
+    (["--size", "1024", "--val-size", "10000", "--train-size", "1", "--batch-size", "1"], ["--train-size"]),
+    (["--size", "1024", "--train-size", "64", "--batch-size", "64"], ["argument --batch-size", "a batch"]),
+    (["--depth", "6", "--base-channels", "128"], ["argument --base-channels", "parameters"]),
+    (["--steps", "²"], ["argument --steps", "expected a whole number"]),
     (["--out", "a_file"], ["argument --out", "a_file"]),
     (["--out", "a_file/sub"], ["argument --out"]),
     (["--out", "readonly_out"], ["argument --out", "metrics.json is read-only"]),
@@ -81,6 +93,15 @@ PYTORCH_CASES = [
     (["--predict", "notes.png", "--checkpoint", "net.pt"], ["argument --predict", "notes.png"]),
     (["--predict", "a_file", "--checkpoint", "missing.pt"], ["argument --checkpoint", "does not exist"]),
     (["--predict", "a_file", "--checkpoint", "notes.png"], ["argument --checkpoint", "is not a checkpoint"]),
+    (["--predict", "a_file", "--checkpoint", "net.pt", "--tile", "100"], ["argument --tile", "96 or 104"]),
+    (["--predict", "a_file", "--depth", "5"], ["argument --depth: is for training"]),
+    (["--predict", "a_file", "--no-skip"], ["argument --no-skip: is for training"]),
+    (["--predict", "a_file", "--resume", "net.pt"], ["argument --resume: is for training"]),
+    (
+        ["--predict", "a_file", "--checkpoint", "net.pt", "--margin", "12"],
+        ["argument --margin", "multiple of"],
+    ),
+    (["--predict", "a_file", "--checkpoint", "net.pt", "--tile", "64", "--margin", "32"], ["leaves nothing"]),
 ]
 if not torch.cuda.is_available():  # asking for what is not there is an error, never a silent fall-back
     PYTORCH_CASES.append(
@@ -98,6 +119,7 @@ SCRATCH_CASES = [
     (["--seed", "x"], ["argument --seed"]),
     (["--figure", "arch.jpg"], ["argument --figure", "must end in .png or .pdf or .svg"]),
     (["--figure", "a_file/arch.png"], ["argument --figure", "a_file"]),
+    (["--figure", "x" * 300 + ".png"], ["argument --figure", "longer than 240 bytes"]),
     (["--weights", "missing.npz"], ["argument --weights", "missing.npz"]),
     (["--weights", "notes.png"], ["argument --weights", "is not a checkpoint"]),
     (["--weights", "net.npz", "--paper"], ["argument --paper", "the --weights decide the network"]),
@@ -162,3 +184,26 @@ def test_every_option_is_in_the_readme(pytorch_script, scratch):
         named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", readme))  # every --flag the README names
         missing = [flag for flag in flags if flag not in ("-h", "--help") and flag not in named]
         assert not missing, f"{module.__name__}: {missing}"
+
+
+def test_what_is_not_a_regular_file_or_a_dangling_link_is_refused(
+    in_tmp, trained_run, pytorch_script, capsys
+):
+    """A FIFO would block its reader for ever; a dangling link in --out would be replaced, since
+    it does not "exist" to a check that follows it."""
+    os.mkfifo(in_tmp / "pipe.png")
+    (in_tmp / "predictions").mkdir()
+    os.symlink("nowhere", in_tmp / "predictions" / "x_mask.png")
+    Image.new("L", (20, 20)).save(in_tmp / "x.png")
+    for args, message in [
+        (["--predict", "pipe.png"], "argument --predict: pipe.png is not a regular file"),
+        (["--resume", "pipe.png"], "argument --resume: pipe.png is not a regular file"),
+        (
+            ["--predict", "x.png", "--checkpoint", str(trained_run / "net.pt")],
+            "x_mask.png exists; --overwrite",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            pytorch_script.main(args)
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert os.readlink(in_tmp / "predictions" / "x_mask.png") == "nowhere"

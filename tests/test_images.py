@@ -310,3 +310,16 @@ def test_other_figure_names_are_refused_before_writing(tmp_path):
     assert figure_format("out/curves.svg") == "svg"
     with pytest.raises(ValueError):
         figure_format("curves")
+
+
+def test_non_finite_pixels_are_refused_and_huge_ones_standardise(tmp_path):
+    from common.data import standardize
+
+    values = np.array([[0.0, 1.0], [np.nan, 2.0]], np.float32)
+    Image.fromarray(values).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageError, match="nan.tif has NaN or infinite pixels"):
+        read_image(tmp_path / "nan.tif")
+    Image.fromarray(np.array([[0.0, 1e36], [2e36, 3e36]], np.float32)).save(tmp_path / "huge.tif")
+    np.testing.assert_allclose(
+        standardize(read_image(tmp_path / "huge.tif")), [[-1.342, -0.447], [0.447, 1.342]], atol=1e-3
+    )

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.geometry import exact_margin
 from common.tiling import predict_tiled
 
 
@@ -40,19 +41,23 @@ def test_numpy_forward_tiles_like_torch(valid_net, scratch):
 
 
 def test_tiles_start_on_multiples_of_align(valid_net):
-    """Tiles 18 px apart see the pooling grid at different phases: seams. 16 px apart: none."""
+    """A margin of 4 (a multiple of 2**depth) keeps every tile in the pooling grid's phase: no
+    seams. A margin of 2, allowed by pretending align = 2, shifts the grid by 2 px: seams."""
     image = np.random.default_rng(2).standard_normal((1, 64, 64)).astype(np.float32)
     forward = torch_forward(valid_net)
-    whole = predict_tiled(image, forward, 120, align=4, margin=1)  # one tile covers the image
-    aligned = predict_tiled(image, forward, 60, align=4, margin=1)  # 20 - 2·1 = 18 → steps of 16
-    misaligned = predict_tiled(image, forward, 60, align=2, margin=1)  # steps of 18
+    whole = predict_tiled(image, forward, 120, align=4)  # one tile covers the image
+    aligned = predict_tiled(image, forward, 60, align=4, margin=4)
+    misaligned = predict_tiled(image, forward, 60, align=2, margin=2)
     assert np.abs(aligned - whole).max() <= 1e-4
     assert np.abs(misaligned - whole).max() > 1e-2
+    with pytest.raises(ValueError, match="margin 2 is not a multiple of 4"):
+        predict_tiled(image, forward, 60, align=4, margin=2)
 
 
 def test_same_padding_margin_hides_the_seams(pytorch_script):
-    """A same-padding net sees zeros past each tile's edge. Dropping a margin of half its
-    receptive field (96 px at depth 3) leaves every kept pixel the context of a whole pass."""
+    """A same-padding net sees zeros past each tile's edge. Dropping the exact margin (48 px at
+    depth 3: the field's reach, rounded up to a multiple of 8) leaves every kept pixel the context
+    of a whole pass; 40 px leaves some pixels' fields reaching past the tile."""
     torch.manual_seed(0)
     net = pytorch_script.UNet(base_channels=4, depth=3, padding="same").eval()
     image = np.random.default_rng(3).standard_normal((1, 256, 256)).astype(np.float32)
@@ -64,10 +69,12 @@ def test_same_padding_margin_hides_the_seams(pytorch_script):
         tiled = predict_tiled(image, forward, tile, align=8, margin=margin)
         return np.abs(tiled - whole)[inner].max() / np.abs(whole).max()
 
+    assert exact_margin(3) == 48
     assert seam_error(64, 0) > 0.1
+    assert seam_error(128, 40) > 1e-3
     assert seam_error(128, 48) < 1e-4
 
 
 def test_a_tile_too_small_for_its_margin():
     with pytest.raises(ValueError, match="keeps no output"):
-        predict_tiled(np.zeros((1, 10, 10), np.float32), lambda tile: tile, tile=16, align=8, margin=6)
+        predict_tiled(np.zeros((1, 10, 10), np.float32), lambda tile: tile, tile=16, align=8, margin=8)
