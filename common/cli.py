@@ -230,8 +230,7 @@ def run(main, argv=None):
     Ctrl-C (exit 130) or SIGTERM (143) — every write is atomic, so what was on disk stays
     whole — and a write that failed (a full disk, say: exit 1), whose old file stays whole."""
     prog = Path(sys.argv[0]).name
-    signal.signal(signal.SIGINT, stop_once)
-    signal.signal(signal.SIGTERM, stop_once)
+    previous = {signum: signal.signal(signum, stop_once) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         main(argv)
     except KeyboardInterrupt as interrupt:
@@ -239,6 +238,10 @@ def run(main, argv=None):
         sys.exit(128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT))
     except WriteError as error:
         sys.exit(f"{prog}: {error}")
+    finally:
+        if signal.getsignal(signal.SIGINT) is stop_once:  # not stopped: the caller's handlers again
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def warn(message):
