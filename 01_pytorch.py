@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,8 @@ from common.data import standardize, synthetic_circles, touching_circles
 from common.files import save_json
 from common.geometry import exact_margin, output_size, size_error, training_memory_problems
 from common.images import MAX_PIXELS, ImageError, read_image, save_mask_png
-from common.metrics import boundary_f1, dice, foreground, iou, object_f1
-from common.tiling import kept_step, predict_tiled
+from common.metrics import boundary_f1, describe_scores, dice, foreground, iou, object_f1
+from common.tiling import kept_step, predict_tiled, tiling_problems
 from common.weight_map import weight_map
 
 # ----------------------------------------------------------------------------- the network
@@ -290,13 +290,10 @@ def check_divergence(model, loss, untrained_loss):
     twice the untrained net's."""
     for name, tensor in model.state_dict().items():
         largest = tensor.abs().max().item() if tensor.is_floating_point() else 0
-        if not largest <= LARGEST_SANE_VALUE:  # NaN included
+        if not largest <= 1e6:  # trained values stay below about 20; NaN fails this too
             raise Diverged(f"{name} reached {largest:.3g}; trained values are of order 1")
     if not loss <= 2 * untrained_loss:
         raise Diverged(f"the loss is {loss:.3g}, more than twice the untrained net's {untrained_loss:.3g}")
-
-
-LARGEST_SANE_VALUE = 1e6
 
 
 def evaluation_steps(steps, every):
@@ -341,7 +338,7 @@ def train(model, optimizer, data, config, device, autocast):
             timing = {"seconds": round(seconds, 3), "train_seconds": round(seconds - evaluating, 3)}
             history.append({"step": step, **timing, "train_loss": loss} | scores)
             shown = "  -   " if loss is None else f"{loss:.4f}"
-            tqdm.write(f"step {step:5d}  loss {shown}  {describe(scores)}", file=sys.stdout)
+            tqdm.write(f"step {step:5d}  loss {shown}  {describe_scores(scores)}", file=sys.stdout)
     return history, scores, preds
 
 
@@ -375,18 +372,6 @@ def evaluate(model, data, device, autocast):
     return scores, preds
 
 
-SCORE_NAMES = {
-    "val_dice": "Dice",
-    "val_iou": "IoU",
-    "val_boundary_f1": "boundary F1",
-    "val_object_f1": "object F1",
-}
-
-
-def describe(scores):
-    return "val " + "  ".join(f"{SCORE_NAMES[key]} {value:.4f}" for key, value in scores.items())
-
-
 # ----------------------------------------------------------------------------- outputs
 
 
@@ -399,7 +384,7 @@ def training_outputs(out, checkpoint, config):
         "prediction_errors.png",
         "training_curves.png",
     ]
-    figures += ["weight_map.png"] if config.weight_map else []
+    figures += ["weight_map.png"] * config.weight_map
     return [checkpoint, checkpoint.with_suffix(".npz"), *(out / name for name in figures)]
 
 
@@ -426,7 +411,7 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
     variant += ", touching circles" * config.touching + ", weight map" * config.weight_map
     labels = [f"Dice {d:.3f}" for d in dice(preds, masks, per_image=True)]
     segmentation, errors = out / "pytorch_unet_segmentation.png", out / "prediction_errors.png"
-    title = f"U-Net{variant}: {describe(final)}"
+    title = f"U-Net{variant}: {describe_scores(final)}"
     plotting.save_segmentation_figure(images, masks, preds, segmentation, title=title, row_labels=labels)
     plotting.save_error_figure(images, preds, masks, errors, instances)
     plotting.save_training_curves(history, out / "training_curves.png", weighted=config.weight_map)
@@ -490,17 +475,8 @@ def build_parser():
     add("--resume", type=cli.readable_file, help="start from this .pt's weights and Adam state")
     add("--predict", type=cli.readable_file, help=f"segment this image (≤ {MAX_PIXELS:,} pixels) instead")
     add("--overwrite", action="store_true", help="let --predict replace files already in --out")
-    add(
-        "--tile",
-        type=cli.whole_number(1, 4096),
-        default=128,
-        help="--predict: the side of one tile in pixels",
-    )
-    add(
-        "--margin",
-        type=cli.whole_number(0, 1024),
-        help="--predict: pixels dropped around a tile (default 16)",
-    )
+    add("--tile", type=cli.whole_number(1, 4096), default=128, help="--predict: one tile's side in pixels")
+    add("--margin", type=cli.whole_number(0, 1024), help="--predict: px dropped around a tile (default 16)")
     return parser
 
 
@@ -515,7 +491,8 @@ def check_training(parser, args, device):
         config, device=device.type, mixed_precision=config.mixed_precision and device.type == "cuda"
     )
     bottom = config.size // 2**config.depth  # the side of the bottleneck's maps
-    memory = training_memory_problems(*(getattr(config, key) for key in MEMORY_KEYS))
+    sizes = ("train_size", "val_size", "size", "batch_size", "base_channels", "depth")
+    memory = training_memory_problems(*(getattr(config, key) for key in sizes))
     outputs = training_outputs(args.out, args.checkpoint, config)
     one_value = "1 with a 1×1 bottleneck leaves batch norm one value per channel; use 2+ or a larger --size"
     needs_instances = "needs --touching, whose circles carry the instance labels the map is built from"
@@ -549,24 +526,16 @@ def prediction_outputs(args):
     return [args.out / f"{args.predict.stem}_mask.png", args.out / f"{args.predict.stem}_overlay.png"]
 
 
-MEMORY_KEYS = ("train_size", "val_size", "size", "batch_size", "base_channels", "depth")
-MISALIGNED = "tiles must see the pooling grid in one phase"
-
-
 def check_prediction(parser, args):
     """(checkpoint, image pixels) for --predict, each checked before any work."""
     outputs = prediction_outputs(args)
     existing = next((path for path in outputs if os.path.lexists(path)), None)
-    recipe = next(
-        (f for f in fields(TrainConfig) if f.name != "device" and getattr(args, f.name) != f.default), None
-    )
     cli.check_rules(
         parser,
         [
             ("--resume", args.resume and "is for training; --predict uses --checkpoint"),
-            (
-                recipe and cli.flag_name(recipe),
-                recipe and "is for training; --checkpoint decides the network",
+            *cli.unused_options(
+                args, TrainConfig, "is for training; --checkpoint decides the network", "device"
             ),
             ("--out", existing and not args.overwrite and f"{existing} exists; --overwrite replaces it"),
             ("--out", cli.first_refusal(outputs)),
@@ -578,22 +547,7 @@ def check_prediction(parser, args):
         parser.error(f"argument --checkpoint: {error}")
     depth, padding = checkpoint.model_args["depth"], checkpoint.model_args["padding"]
     args.margin = (16 if padding == "same" else 0) if args.margin is None else args.margin
-    out_tile = output_size(args.tile, depth, padding) or 0
-    cli.check_rules(
-        parser,
-        [
-            ("--tile", size_error(args.tile, depth, padding)),
-            (
-                "--margin",
-                args.margin % 2**depth and f"must be a multiple of 2**depth = {2**depth}: {MISALIGNED}",
-            ),
-            (
-                "--margin",
-                kept_step(out_tile, 2**depth, args.margin) <= 0
-                and f"leaves nothing of a {out_tile}-px output",
-            ),
-        ],
-    )
+    cli.check_rules(parser, tiling_problems(args.tile, args.margin, depth, padding))
     try:
         pixels = read_image(args.predict)
     except ImageError as error:
@@ -626,7 +580,7 @@ def run_training(args, device, config, resumed):
         )
     step = (resumed.step if resumed else 0) + total_steps(config)
     save_outputs(args, config, step, model, optimizer, history, final, data, preds)
-    print(f"final: {describe(final)}  ({history[-1]['seconds']:.1f} s of training)")
+    print(f"final: {describe_scores(final)}  ({history[-1]['seconds']:.1f} s of training)")
     print("wrote " + ", ".join(map(str, training_outputs(args.out, args.checkpoint, config))))
 
 

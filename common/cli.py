@@ -192,6 +192,17 @@ def check_rules(parser, rules):
             parser.error(f"argument {name}: {problem}")
 
 
+def unused_options(args, config_class, why, *kept):
+    """(option, why) for the first field of `config_class` other than `kept` that was given a
+    value other than its default: an option the chosen mode would silently ignore."""
+    given = [
+        f
+        for f in dataclasses.fields(config_class)
+        if f.name not in kept and getattr(args, f.name) != f.default
+    ]
+    return [(flag_name(given[0]), why)] if given else []
+
+
 def first_refusal(paths):
     """Why the first of `paths` that cannot be written or replaced cannot, or None."""
     return next(filter(None, map(replace_refusal, paths)), None)

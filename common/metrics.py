@@ -36,6 +36,19 @@ def foreground(logits):
     return logits.argmax(axis=-3) == 1
 
 
+SCORE_NAMES = {
+    "val_dice": "Dice",
+    "val_iou": "IoU",
+    "val_boundary_f1": "boundary F1",
+    "val_object_f1": "object F1",
+}
+
+
+def describe_scores(scores):
+    """ "val Dice 0.9930  IoU 0.9861 …": validation scores as the scripts print them."""
+    return "val " + "  ".join(f"{SCORE_NAMES[key]} {value:.4f}" for key, value in scores.items())
+
+
 def dice(pred, target, per_image=False):
     """Dice = 2|P ∩ T| / (|P| + |T|): the overlap the paper's successors usually report."""
     p, t = _as_images(pred), _as_images(target)

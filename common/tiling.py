@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from common.geometry import output_size, size_error
+
 
 def kept_step(out_tile, align, margin):
     """Output pixels kept from each tile (and the distance between tiles): what is left of
@@ -67,3 +69,18 @@ def predict_tiled(image, forward, tile, align, margin=0):
                 logits = np.empty((kept.shape[0], rows * step, cols * step), dtype=np.float32)
             logits[:, top : top + step, left : left + step] = kept
     return logits[:, :height, :width]
+
+
+def tiling_problems(tile, margin, depth, padding):
+    """(option, problem or None) pairs for a --tile and --margin that `predict_tiled` cannot use
+    with this network: a tile it cannot take, a margin off the 2**depth grid, or one that leaves
+    nothing of a tile's output."""
+    out_tile = output_size(tile, depth, padding) or 0
+    return [
+        ("--tile", size_error(tile, depth, padding)),
+        ("--margin", margin % 2**depth and f"must be a multiple of 2**depth = {2**depth}, the pooling grid"),
+        (
+            "--margin",
+            kept_step(out_tile, 2**depth, margin) <= 0 and f"leaves nothing of a {out_tile}-px output",
+        ),
+    ]
