@@ -1,10 +1,12 @@
 """U-Net's forward pass in pure NumPy, printing how every tensor changes on its way.
 
-Read top to bottom: the layers (each one function) → the double convolution → the network
-(`unet_forward`, with its skip connections in plain sight) → the trace → main().
+Read top to bottom: the layers (each one function) → the trace that records them → the
+network (`double_conv`, then `unet_forward` with its skip connections in plain sight) → its
+parameters, named as PyTorch names them → main(). Options and checkpoints live in common/.
 
     python 00_scratch.py            # a small U-Net on one synthetic circle image
     python 00_scratch.py --paper    # the paper's network: 572×572 in, 388×388×2 out
+    python 00_scratch.py --paper --figure assets/unet_paper_architecture.png   # drawn, with its crops
     python 00_scratch.py --weights checkpoints/unet_circles.npz   # run what 01_pytorch.py trained
 
 The arithmetic is real and equals PyTorch's (tests/test_scratch.py runs both with the same

@@ -4,7 +4,7 @@ Read top to bottom: the network's parts → the network → the training recipe 
 one training step and the loop → evaluation → the outputs → segmenting an image of any size,
 tile by tile → main(). Plumbing (options, checkpoints, files, images) lives in common/.
 
-    python 01_pytorch.py                         # train: about 40 seconds on 2 CPU cores
+    python 01_pytorch.py                         # train: about half a minute on 2 CPU cores
     python 01_pytorch.py --no-skip               # the same net with its skip connections cut
     python 01_pytorch.py --touching --weight-map # touching circles, the paper's weight map
     python 01_pytorch.py --resume checkpoints/unet_circles.pt --steps 200   # train on

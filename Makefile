@@ -31,6 +31,7 @@ figures: demo
 	$(PY) -m common.data $(OUT)/many_circles.png
 	$(PY) 01_pytorch.py --predict $(OUT)/many_circles.png --checkpoint $(CHECKPOINT) --out $(OUT) --overwrite
 	$(PY) benchmarks/bench_weight_map.py --seeds 0 --steps 150 --figure $(OUT)/weight_map_comparison.png
+	$(PY) benchmarks/bench_tiling.py --checkpoint $(CHECKPOINT) --figure $(OUT)/tiling_seams.png
 
 test: $(INSTALLED)
 	$(PY) -m pytest
@@ -40,6 +41,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/bench_numpy_vs_torch.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_weight_map.py --steps 150
+	$(PY) benchmarks/bench_tiling.py
 
 clean:
 	rm -rf $(VENV) checkpoints .pytest_cache
