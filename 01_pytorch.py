@@ -29,9 +29,9 @@ from common import checkpoints, cli, plotting
 from common.checkpoints import CheckpointError, foreign
 from common.cli import option, positive_float, whole_number
 from common.data import standardize, synthetic_circles, touching_circles
-from common.files import save_json
+from common.files import atomic_write_all, save_json
 from common.geometry import exact_margin, output_size, size_error, training_memory_problems
-from common.images import MAX_PIXELS, ImageError, read_image, save_mask_png
+from common.images import MAX_PIXELS, ImageError, mask_pixels, png_writer, read_image
 from common.metrics import boundary_f1, describe_scores, dice, foreground, iou, object_f1
 from common.tiling import kept_step, predict_tiled, tiling_problems
 from common.weight_map import weight_map
@@ -440,7 +440,7 @@ def segment_image(model, args, image, device, tile, margin):
 def predict(paths, device, checkpoint, pixels):
     """Segment one image with a trained checkpoint; write its mask and an overlay into --out."""
     mask_path, overlay_path = prediction_outputs(paths)
-    if pixels.std() < 1e-6:  # standardising would divide by ~0 and make noise of nothing
+    if pixels.std(dtype=np.float64) < 1e-6:  # standardising would divide by ~0: noise of nothing
         cli.warn(f"{paths.predict} is uniform: there is nothing to segment, so the mask is all background")
         mask, step = np.zeros(pixels.shape, bool), None
     else:
@@ -448,8 +448,8 @@ def predict(paths, device, checkpoint, pixels):
         model.load_state_dict({name: torch.from_numpy(value) for name, value in checkpoint.state.items()})
         tiling = (paths.tile, paths.margin)
         mask, step = segment_image(model, checkpoint.model_args, standardize(pixels)[None], device, *tiling)
-    save_mask_png(mask, mask_path)
-    plotting.save_overlay(pixels, mask, overlay_path, grid=step)
+    overlay = plotting.overlay_pixels(pixels, mask, grid=step)
+    atomic_write_all({mask_path: png_writer(mask_pixels(mask)), overlay_path: png_writer(overlay)})  # as one
     args = checkpoint.model_args
     exact = exact_margin(args["depth"]) if args["padding"] == "same" else 0  # what makes tiles seamless
     print(f"{paths.predict}: {pixels.shape[1]}×{pixels.shape[0]} pixels, {mask.mean():.1%} foreground")

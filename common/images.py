@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from common.files import atomic_write
+from common.files import atomic_write_all
 
 # The largest image read, about 7000×7000: 200 MB per float32 copy. A 20000×20000 PNG can be a
 # few kB of compressed zeros, yet it is 1.6 GB per float32 copy, and reading, standardising,
@@ -92,11 +92,16 @@ def read_image(path):
     return pixels
 
 
-def save_png(pixels, path):
-    """(H, W) uint8 grey or (H, W, 3) uint8 colour as a PNG of exactly that size."""
+def png_writer(pixels):
+    """A writer for `atomic_write_all`: (H, W) uint8 grey or (H, W, 3) uint8 colour as a PNG of
+    exactly that size, encoded now, so that a bad array fails before any file is touched."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    atomic_write(path, lambda file: file.write(buffer.getvalue()))
+    return lambda file: file.write(buffer.getvalue())
+
+
+def save_png(pixels, path):
+    atomic_write_all({path: png_writer(pixels)})
 
 
 def save_grey_png(image, path):
@@ -104,6 +109,10 @@ def save_grey_png(image, path):
     save_png(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), path)
 
 
+def mask_pixels(mask):
+    """An (H, W) mask (nonzero is object) as 8-bit grey pixels of 0 and 255, for a mask PNG."""
+    return np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
+
+
 def save_mask_png(mask, path):
-    """An (H, W) mask (nonzero is object) as an 8-bit grey PNG of 0 and 255, the mask's size."""
-    save_png(np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8), path)
+    save_png(mask_pixels(mask), path)

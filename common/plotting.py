@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from common.files import atomic_write
-from common.images import save_png
 from common.metrics import FATES, boundary, dice, label_components, object_fates
 
 COLUMNS = ("Input", "Ground truth", "Predicted mask")
@@ -287,9 +286,9 @@ def _any_in_blocks(mask, stride):
     return padded.reshape(rows, stride, columns, stride).any(axis=(1, 3))
 
 
-def save_overlay(image, mask, path, grid=None):
+def overlay_pixels(image, mask, grid=None):
     """The image in grey with the mask's outline in red, and the seams between tiles every
-    `grid` pixels in yellow: where one tile's prediction meets the next. Written as a PNG.
+    `grid` pixels in yellow: where one tile's prediction meets the next, as (h, w, 3) uint8.
 
     Drawn pixel for pixel, not through matplotlib, so any size works (1×1, 1×N, 30000×2);
     an image over DISPLAY_MAX a side is shown every `stride` pixels, its outline found at
@@ -309,7 +308,7 @@ def save_overlay(image, mask, path, grid=None):
         rgb[:, np.arange(grid, width, grid) // stride] = YELLOW
     outline = boundary(np.asarray(mask)[None] != 0)[0]
     rgb[_any_in_blocks(outline, stride)] = RED
-    save_png(rgb, path)
+    return rgb
 
 
 def save_weight_map_figure(image, mask, weights, path):

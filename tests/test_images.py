@@ -7,8 +7,13 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageFile
 
 from common import images, plotting
-from common.images import ImageError, read_image, save_grey_png, save_mask_png
-from common.plotting import figure_format, save_figure, save_overlay
+from common.images import ImageError, read_image, save_grey_png, save_mask_png, save_png
+from common.plotting import figure_format, overlay_pixels, save_figure
+
+
+def save_overlay(image, mask, path, grid=None):
+    save_png(overlay_pixels(image, mask, grid), path)
+
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RED, YELLOW = [255, 0, 0], [255, 255, 0]
