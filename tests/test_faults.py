@@ -144,3 +144,25 @@ def test_a_full_disk_keeps_the_old_files_whole_and_the_checkpoint_comes_first(
     assert (in_tmp / "out" / "metrics.json").stat().st_mode & 0o777 == 0o600
     assert torch.load(in_tmp / "net.pt", weights_only=True)["step"] == 30
     assert not [path for path in in_tmp.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_predict_writes_its_mask_and_overlay_as_one(pytorch_script, trained_run, in_tmp, monkeypatch):
+    """A full disk while writing the overlay leaves no mask either: the next run need not be told
+    --overwrite for a mask whose overlay never came."""
+    from PIL import Image
+
+    from common import cli, files
+
+    Image.new("L", (40, 30), 90).save(in_tmp / "x.png")
+    write_temporary = files.write_temporary
+
+    def disk_full_for_overlays(path, write):
+        if path.name.endswith("_overlay.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_temporary(path, write)
+
+    monkeypatch.setattr(files, "write_temporary", disk_full_for_overlays)
+    with pytest.raises(SystemExit) as stopped:
+        cli.run(pytorch_script.main, ["--predict", "x.png", "--checkpoint", str(trained_run / "net.pt")])
+    assert stopped.value.code.endswith("x_overlay.png: No space left on device")
+    assert sorted(path.name for path in (in_tmp / "predictions").iterdir()) == []
