@@ -1,6 +1,6 @@
 """Object F1 on touching circles with and without the paper's weight map (eq. 2), at the same
 budget (01_pytorch.py's defaults, or --steps), over several seeds; and a figure of the
-validation images where the two nets disagree most.
+validation image where the weight map helps most: the map, both predictions, and a zoom.
 
     python benchmarks/bench_weight_map.py [--seeds 0 1 2] [--steps 150] [--figure PATH]
 """
@@ -16,11 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.metrics import object_f1  # noqa: E402
-from common.plotting import save_segmentation_figure  # noqa: E402
+from common.plotting import save_figure  # noqa: E402
+from common.weight_map import weight_map  # noqa: E402
 
 lesson = importlib.import_module("01_pytorch")
 
@@ -42,7 +46,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: 01_pytorch.py's)")
-    parser.add_argument("--figure", type=Path, help="Input | Truth | without | with, for the first seed")
+    parser.add_argument("--figure", type=Path, help="map | without | with | zoom, for the first seed")
     args = parser.parse_args()
 
     results = {False: [], True: []}
@@ -73,21 +77,51 @@ def describe(scores):
 
 
 def save_comparison(runs, path):
-    """The four validation images whose object F1 differs most between the two nets."""
+    """For the validation image whose object F1 gains most from the weight map: the map (eq. 2),
+    the predictions without and with it, and a zoom on the gap where the two differ most."""
     (_, plain, data), (_, weighted, _) = runs[False], runs[True]
-    plain_f1 = object_f1(plain, data.val_instances, per_image=True)
-    weighted_f1 = object_f1(weighted, data.val_instances, per_image=True)
-    rows = np.argsort(-np.abs(weighted_f1 - plain_f1), kind="stable")[:4]
-    save_segmentation_figure(
-        data.val_images.numpy()[rows],
-        data.val_masks.numpy()[rows],
-        [plain[rows], weighted[rows]],
-        path,
-        title="Touching circles: the validation images where the two nets differ most",
-        row_labels=[f"object F1 {plain_f1[i]:.2f} → {weighted_f1[i]:.2f}" for i in rows],
-        columns=("Input", "Ground truth", "Without weight map", "With weight map"),
+    gains = object_f1(weighted, data.val_instances, per_image=True) - object_f1(
+        plain, data.val_instances, per_image=True
     )
-    print(f"wrote {path}")
+    i = int(np.argmax(gains))
+    instances, image = data.val_instances[i], data.val_images[i, 0].numpy()
+    without, with_map = plain[i, 0] > 0, weighted[i, 0] > 0
+    differ = (without != with_map).astype(float)
+    cy, cx = np.unravel_index(np.argmax(box_sum(differ, ZOOM)), differ.shape)  # the densest disagreement
+    zoom = (slice(max(cy - ZOOM, 0), cy + ZOOM), slice(max(cx - ZOOM, 0), cx + ZOOM))
+    panels = {
+        "Weight map (eq. 2)": (weight_map(instances), "magma"),
+        f"Without: object F1 {object_f1(without, instances):.2f}": (without, "gray"),
+        f"With: object F1 {object_f1(with_map, instances):.2f}": (with_map, "gray"),
+        "Zoom: input, without (red), with (cyan)": (None, None),
+    }
+    figure = Figure(figsize=(16, 4.4))
+    for ax, (title, (panel, cmap)) in zip(figure.subplots(1, 4), panels.items(), strict=True):
+        if panel is None:
+            ax.imshow(image[zoom], cmap="gray", interpolation="nearest")
+            ax.contour(without[zoom], levels=[0.5], colors="red", linewidths=1.5)
+            ax.contour(with_map[zoom], levels=[0.5], colors="cyan", linewidths=1.5, linestyles="--")
+        else:
+            shown = ax.imshow(panel, cmap=cmap, interpolation="nearest")
+            if cmap == "magma":
+                figure.colorbar(shown, ax=ax, fraction=0.046)
+            ax.add_patch(
+                Rectangle((zoom[1].start, zoom[0].start), 2 * ZOOM, 2 * ZOOM, fill=False, ec="yellow")
+            )
+        ax.set_title(title, fontsize=12)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    save_figure(figure, path)
+    print(f"wrote {path} (validation image {i})")
+
+
+ZOOM = 8  # half the side of the zoomed window, in pixels
+
+
+def box_sum(values, half):
+    """Sum of `values` in the (2·half)² window around every pixel: where disagreements crowd."""
+    windows = sliding_window_view(np.pad(values, half), (2 * half, 2 * half))
+    return windows.sum(axis=(-2, -1))[: values.shape[0], : values.shape[1]]
 
 
 if __name__ == "__main__":
