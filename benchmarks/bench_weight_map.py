@@ -22,6 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.data import touching_circles  # noqa: E402
 from common.metrics import object_f1  # noqa: E402
 from common.plotting import save_figure  # noqa: E402
 from common.weight_map import weight_map  # noqa: E402
@@ -29,11 +30,18 @@ from common.weight_map import weight_map  # noqa: E402
 lesson = importlib.import_module("01_pytorch")
 
 
-def train_and_predict(config):
-    """Final validation scores and masks of one run, as `01_pytorch.py` would train it."""
+def train_and_predict(config, balanced=True):
+    """Final validation scores and masks of one run, as `01_pytorch.py` would train it; with
+    balanced=False, the weight map without its class-balancing term w_c (the separation alone)."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     data = lesson.make_data(config)
+    if config.weight_map and not balanced:
+        _, _, instances = touching_circles(
+            config.train_size, config.size, seed=config.seed
+        )  # as make_data drew
+        maps = np.stack([weight_map(labels, balanced=False) for labels in instances])[:, None]
+        data.train_weights = torch.from_numpy(maps)
     model = lesson.build_model(config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     autocast = lesson.autocast_for(config, device)
@@ -47,6 +55,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: 01_pytorch.py's)")
     parser.add_argument("--figure", type=Path, help="map | without | with | zoom, for the first seed")
+    parser.add_argument("--separation-only", action="store_true", help="weight map with w_c = 1")
     args = parser.parse_args()
 
     results = {False: [], True: []}
@@ -56,7 +65,7 @@ def main():
             config = replace(
                 lesson.TrainConfig(), seed=seed, steps=args.steps, touching=True, weight_map=weighted
             )
-            runs[weighted] = train_and_predict(config)
+            runs[weighted] = train_and_predict(config, balanced=not args.separation_only)
             scores = runs[weighted][0]
             results[weighted].append(scores)
             print(f"seed {seed}, weight map {'on ' if weighted else 'off'}: {describe(scores)}", flush=True)

@@ -133,3 +133,10 @@ def test_fates_reproduce_object_f1s_counts():
         assert counts["merged"] + counts["found"] + counts["missed"] == truth.max()
         tally = {fate: tally[fate] + counts.get(fate, false_positives) for fate in tally}
     assert min(tally.values()) > 0, tally  # every fate occurred
+
+
+def test_the_separation_term_alone():
+    """balanced=False drops w_c: far from the gap every pixel weighs 1, in the gap 1 + the term."""
+    instances = np.array([[1, 0, 0, 0, 2]])
+    w = weight_map(instances, balanced=False)
+    assert w[0, 0] == 1.0 and w[0, 2] == pytest.approx(1 + 10 * np.exp(-16 / 50), rel=1e-6)
