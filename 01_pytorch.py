@@ -161,7 +161,7 @@ class TrainConfig:
     depth: int = cli.depth_option()
     base_channels: int = cli.base_channels_option()
     train_size: int = option(1000, whole_number(1, 100_000), "training images")
-    val_size: int = option(128, whole_number(1, 10_000), "validation images, drawn from another seed")
+    val_size: int = option(128, whole_number(1, 10_000), "validation images, and as many test images")
     seed: int = cli.seed_option()
     eval_every: int = option(100, whole_number(1, 1_000_000), "validate every this many steps and at the end")
     device: str = option(
@@ -182,8 +182,8 @@ def model_args(config):
 
 @dataclass
 class CircleData:
-    """Training and validation tensors (N, 1, H, W); the validation instance labels with
-    --touching, for object F1; per-pixel loss weights, all 1 unless --weight-map."""
+    """Training, validation and test tensors (N, 1, H, W); per-pixel loss weights, all 1 unless
+    --weight-map; the held-out sets' instance labels with --touching, for object F1."""
 
     train_images: torch.Tensor
     train_masks: torch.Tensor
@@ -191,26 +191,27 @@ class CircleData:
     val_images: torch.Tensor
     val_masks: torch.Tensor
     val_instances: np.ndarray | None
+    test_images: torch.Tensor
+    test_masks: torch.Tensor
+    test_instances: np.ndarray | None
 
 
 def make_data(config):
-    """The training set and a validation set from another seed: images the net never trains on."""
-    val_seed = config.seed + 10_000
-    if config.touching:
-        train_images, train_masks, train_instances = touching_circles(
-            config.train_size, config.size, seed=config.seed
-        )
-        val_images, val_masks, val_instances = touching_circles(config.val_size, config.size, seed=val_seed)
-    else:
-        train_images, train_masks = synthetic_circles(config.train_size, config.size, seed=config.seed)
-        val_images, val_masks = synthetic_circles(config.val_size, config.size, seed=val_seed)
-        val_instances = None
+    """The training set, a validation set that watches training (and chose the defaults), and a
+    test set for the final scores, each from its own seed: images the net never trains on."""
+    draw = touching_circles if config.touching else synthetic_circles
+    train, val, test = (
+        draw(n, config.size, seed=config.seed + offset)
+        for n, offset in ((config.train_size, 0), (config.val_size, 10_000), (config.val_size, 30_000))
+    )
     if config.weight_map:
-        train_weights = np.stack([weight_map(instances) for instances in train_instances])[:, None]
+        train_weights = np.stack([weight_map(instances) for instances in train[2]])[:, None]
     else:
-        train_weights = np.ones_like(train_masks)
-    tensors = map(torch.from_numpy, (train_images, train_masks, train_weights, val_images, val_masks))
-    return CircleData(*tensors, val_instances)
+        train_weights = np.ones_like(train[1])
+    tensors = [torch.from_numpy(array) for array in (train[0], train[1], train_weights)]
+    for images, masks, *instances in (val, test):
+        tensors += [torch.from_numpy(images), torch.from_numpy(masks), instances[0] if instances else None]
+    return CircleData(*tensors)
 
 
 # ----------------------------------------------------------------------------- training
@@ -332,7 +333,9 @@ def train(model, optimizer, data, config, device, autocast):
             loss, losses = (float(np.mean(losses)) if losses else None), []
             if step > 0:
                 check_divergence(model, loss, untrained_loss)
-            scores, preds = evaluate(model, data, device, autocast)
+            scores, preds = evaluate(
+                model, (data.val_images, data.val_masks, data.val_instances), device, autocast
+            )
             evaluating += time.perf_counter() - began
             seconds = time.perf_counter() - start
             timing = {"seconds": round(seconds, 3), "train_seconds": round(seconds - evaluating, 3)}
@@ -358,18 +361,16 @@ def predict_masks(model, images, device, autocast, batch_size=64):
     return np.concatenate(masks).astype(np.float32)
 
 
-def evaluate(model, data, device, autocast):
-    """Validation scores and the predicted masks; object F1 too where instances are known."""
-    preds = predict_masks(model, data.val_images, device, autocast)
-    truth = data.val_masks.numpy()
-    scores = {
-        "val_dice": dice(preds, truth),
-        "val_iou": iou(preds, truth),
-        "val_boundary_f1": boundary_f1(preds, truth),
-    }
-    if data.val_instances is not None:
-        scores["val_object_f1"] = object_f1(preds, data.val_instances)
-    return scores, preds
+def evaluate(model, held_out, device, autocast, prefix="val"):
+    """Scores on a held-out set (images, masks, instances or None) and the predicted masks;
+    object F1 too where instances are known."""
+    images, truth, instances = held_out
+    preds = predict_masks(model, images, device, autocast)
+    truth = truth.numpy()
+    scores = {"dice": dice(preds, truth), "iou": iou(preds, truth), "boundary_f1": boundary_f1(preds, truth)}
+    if instances is not None:
+        scores["object_f1"] = object_f1(preds, instances)
+    return {f"{prefix}_{name}": value for name, value in scores.items()}, preds
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -405,8 +406,8 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
         out / "metrics.json", {"run_id": run_id, "config": asdict(config), "history": history, "final": final}
     )
     shown = slice(0, 4)  # the validation images in the figures
-    images, masks, preds = data.val_images.numpy()[shown], data.val_masks.numpy()[shown], preds[shown]
-    instances = None if data.val_instances is None else data.val_instances[shown]
+    images, masks, preds = data.test_images.numpy()[shown], data.test_masks.numpy()[shown], preds[shown]
+    instances = None if data.test_instances is None else data.test_instances[shown]
     variant = "" if config.skip else " without skip connections"
     variant += ", touching circles" * config.touching + ", weight map" * config.weight_map
     labels = [f"Dice {d:.3f}" for d in dice(preds, masks, per_image=True)]
@@ -491,8 +492,10 @@ def check_training(parser, args, device):
         config, device=device.type, mixed_precision=config.mixed_precision and device.type == "cuda"
     )
     bottom = config.size // 2**config.depth  # the side of the bottleneck's maps
-    sizes = ("train_size", "val_size", "size", "batch_size", "base_channels", "depth")
-    memory = training_memory_problems(*(getattr(config, key) for key in sizes))
+    held_out = 2 * config.val_size  # validation and test images
+    memory = training_memory_problems(
+        config.train_size, held_out, config.size, config.batch_size, config.base_channels, config.depth
+    )
     outputs = training_outputs(args.out, args.checkpoint, config)
     one_value = "1 with a 1×1 bottleneck leaves batch norm one value per channel; use 2+ or a larger --size"
     needs_instances = "needs --touching, whose circles carry the instance labels the map is built from"
@@ -572,12 +575,15 @@ def run_training(args, device, config, resumed):
         f"training on {device.type}, {config.train_size} images of {config.size}×{config.size}"
         + (f", resuming {args.resume} at step {resumed.step}" if resumed else "")
     )
+    autocast = autocast_for(config, device)
     try:
-        history, final, preds = train(model, optimizer, data, config, device, autocast_for(config, device))
+        history, _, _ = train(model, optimizer, data, config, device, autocast)
     except Diverged as error:
         sys.exit(
             f"01_pytorch.py: training diverged: {error}; nothing was saved. Try a lower --lr ({config.lr:g})."
         )
+    test = (data.test_images, data.test_masks, data.test_instances)
+    final, preds = evaluate(model, test, device, autocast, prefix="test")  # once, on images no choice saw
     step = (resumed.step if resumed else 0) + total_steps(config)
     save_outputs(args, config, step, model, optimizer, history, final, data, preds)
     print(f"final: {describe_scores(final)}  ({history[-1]['seconds']:.1f} s of training)")

@@ -1,6 +1,6 @@
 """Object F1 on touching circles with and without the paper's weight map (eq. 2), at the same
-budget (01_pytorch.py's defaults, or --steps), over several seeds; and a figure of the
-validation image where the weight map helps most: the map, both predictions, and a zoom.
+budget (01_pytorch.py's defaults, or --steps), over several seeds, on the held-out test images;
+and a figure of the test image where the weight map helps most: both predictions and a zoom.
 
     python benchmarks/bench_weight_map.py [--seeds 0 1 2] [--steps 150] [--figure PATH]
 """
@@ -31,7 +31,7 @@ lesson = importlib.import_module("01_pytorch")
 
 
 def train_and_predict(config, balanced=True):
-    """Final validation scores and masks of one run, as `01_pytorch.py` would train it; with
+    """Test scores and masks of one run, as `01_pytorch.py` would train it; with
     balanced=False, the weight map without its class-balancing term w_c (the separation alone)."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
@@ -46,7 +46,9 @@ def train_and_predict(config, balanced=True):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     autocast = lesson.autocast_for(config, device)
     with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-        _, scores, preds = lesson.train(model, optimizer, data, config, device, autocast)
+        lesson.train(model, optimizer, data, config, device, autocast)
+    test = (data.test_images, data.test_masks, data.test_instances)
+    scores, preds = lesson.evaluate(model, test, device, autocast, prefix="test")
     return scores, preds, data
 
 
@@ -80,20 +82,20 @@ def main():
 
 def describe(scores):
     return (
-        f"object F1 {scores['val_object_f1']:.4f}, Dice {scores['val_dice']:.4f}, "
-        f"boundary F1 {scores['val_boundary_f1']:.4f}"
+        f"object F1 {scores['test_object_f1']:.4f}, Dice {scores['test_dice']:.4f}, "
+        f"boundary F1 {scores['test_boundary_f1']:.4f}"
     )
 
 
 def save_comparison(runs, path):
-    """For the validation image whose object F1 gains most from the weight map: the map (eq. 2),
+    """For the test image whose object F1 gains most from the weight map: the map (eq. 2),
     the predictions without and with it, and a zoom on the gap where the two differ most."""
     (_, plain, data), (_, weighted, _) = runs[False], runs[True]
-    gains = object_f1(weighted, data.val_instances, per_image=True) - object_f1(
-        plain, data.val_instances, per_image=True
+    gains = object_f1(weighted, data.test_instances, per_image=True) - object_f1(
+        plain, data.test_instances, per_image=True
     )
     i = int(np.argmax(gains))
-    instances, image = data.val_instances[i], data.val_images[i, 0].numpy()
+    instances, image = data.test_instances[i], data.test_images[i, 0].numpy()
     without, with_map = plain[i, 0] > 0, weighted[i, 0] > 0
     differ = (without != with_map).astype(float)
     cy, cx = np.unravel_index(np.argmax(box_sum(differ, ZOOM)), differ.shape)  # the densest disagreement
@@ -121,7 +123,7 @@ def save_comparison(runs, path):
         ax.set_xticks([])
         ax.set_yticks([])
     save_figure(figure, path)
-    print(f"wrote {path} (validation image {i})")
+    print(f"wrote {path} (test image {i})")
 
 
 ZOOM = 8  # half the side of the zoomed window, in pixels

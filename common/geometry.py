@@ -170,10 +170,10 @@ def is_trainable(name):
     return name.rsplit(".", 1)[-1] not in BUFFERS
 
 
-def training_memory_problems(train_size, val_size, size, batch_size, base_channels, depth):
+def training_memory_problems(train_size, held_out, size, batch_size, base_channels, depth):
     """(option, problem or None) pairs for a training run that would not fit in memory: its
     images, one batch's activations, its weights with their gradients and Adam's moments."""
-    pixels = (train_size + val_size) * size**2
+    pixels = (train_size + held_out) * size**2
     work = batch_size * size**2 * base_channels
     network = dict(in_channels=1, out_channels=1, base_channels=base_channels, depth=depth)
     shapes = parameter_shapes(network | dict(padding="same", batchnorm=True, skip=True))
@@ -182,7 +182,7 @@ def training_memory_problems(train_size, val_size, size, batch_size, base_channe
         (
             "--train-size",
             pixels > MAX_DATA_PIXELS
-            and f"{train_size:,} + {val_size:,} images of {size}² are "
+            and f"{train_size:,} + {held_out:,} images of {size}² are "
             f"{pixels:,} pixels; at most {MAX_DATA_PIXELS:,} are held in memory",
         ),
         (

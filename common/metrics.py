@@ -36,17 +36,14 @@ def foreground(logits):
     return logits.argmax(axis=-3) == 1
 
 
-SCORE_NAMES = {
-    "val_dice": "Dice",
-    "val_iou": "IoU",
-    "val_boundary_f1": "boundary F1",
-    "val_object_f1": "object F1",
-}
+SCORE_NAMES = {"dice": "Dice", "iou": "IoU", "boundary_f1": "boundary F1", "object_f1": "object F1"}
 
 
 def describe_scores(scores):
-    """ "val Dice 0.9930  IoU 0.9861 …": validation scores as the scripts print them."""
-    return "val " + "  ".join(f"{SCORE_NAMES[key]} {value:.4f}" for key, value in scores.items())
+    """ "val Dice 0.9930  IoU 0.9861 …": scores keyed `<set>_<score>`, as the scripts print them."""
+    held_out = next(iter(scores)).split("_", 1)[0]
+    named = (f"{SCORE_NAMES[key.split('_', 1)[1]]} {value:.4f}" for key, value in scores.items())
+    return f"{held_out} " + "  ".join(named)
 
 
 def dice(pred, target, per_image=False):
