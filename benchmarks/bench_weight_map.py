@@ -1,6 +1,6 @@
 """Object F1 on touching circles with and without the paper's weight map (eq. 2), at the same
 budget (01_pytorch.py's defaults, or --steps), over several seeds, on the held-out test images;
-and a figure of the test image where the weight map helps most: both predictions and a zoom.
+and a figure of the test image where the weight map helps most: the map, both predictions, a zoom.
 
     python benchmarks/bench_weight_map.py [--seeds 0 1 2] [--steps 150] [--figure PATH]
 """
