@@ -182,36 +182,32 @@ def model_args(config):
 
 @dataclass
 class CircleData:
-    """Training, validation and test tensors (N, 1, H, W); per-pixel loss weights, all 1 unless
-    --weight-map; the held-out sets' instance labels with --touching, for object F1."""
+    """Training tensors (N, 1, H, W) with per-pixel loss weights (all 1 unless --weight-map), and
+    two held-out sets, each (images, masks, instance labels with --touching or None): validation,
+    which watches training (and chose the defaults), and test, for the final scores."""
 
     train_images: torch.Tensor
     train_masks: torch.Tensor
     train_weights: torch.Tensor
-    val_images: torch.Tensor
-    val_masks: torch.Tensor
-    val_instances: np.ndarray | None
-    test_images: torch.Tensor
-    test_masks: torch.Tensor
-    test_instances: np.ndarray | None
+    val: tuple
+    test: tuple
 
 
 def make_data(config):
-    """The training set, a validation set that watches training (and chose the defaults), and a
-    test set for the final scores, each from its own seed: images the net never trains on."""
+    """Each set drawn from its own seed: the held-out images are ones the net never trains on."""
     draw = touching_circles if config.touching else synthetic_circles
-    train, val, test = (
-        draw(n, config.size, seed=config.seed + offset)
-        for n, offset in ((config.train_size, 0), (config.val_size, 10_000), (config.val_size, 30_000))
-    )
+    images, masks, *instances = draw(config.train_size, config.size, seed=config.seed)
     if config.weight_map:
-        train_weights = np.stack([weight_map(instances) for instances in train[2]])[:, None]
+        weights = np.stack([weight_map(labels) for labels in instances[0]])[:, None]
     else:
-        train_weights = np.ones_like(train[1])
-    tensors = [torch.from_numpy(array) for array in (train[0], train[1], train_weights)]
-    for images, masks, *instances in (val, test):
-        tensors += [torch.from_numpy(images), torch.from_numpy(masks), instances[0] if instances else None]
-    return CircleData(*tensors)
+        weights = np.ones_like(masks)
+
+    def held_out(seed):
+        images, masks, *instances = draw(config.val_size, config.size, seed=seed)
+        return torch.from_numpy(images), torch.from_numpy(masks), (instances or [None])[0]
+
+    tensors = map(torch.from_numpy, (images, masks, weights))
+    return CircleData(*tensors, held_out(config.seed + 10_000), held_out(config.seed + 30_000))
 
 
 # ----------------------------------------------------------------------------- training
@@ -333,9 +329,7 @@ def train(model, optimizer, data, config, device, autocast):
             loss, losses = (float(np.mean(losses)) if losses else None), []
             if step > 0:
                 check_divergence(model, loss, untrained_loss)
-            scores, preds = evaluate(
-                model, (data.val_images, data.val_masks, data.val_instances), device, autocast
-            )
+            scores, preds = evaluate(model, data.val, device, autocast)
             evaluating += time.perf_counter() - began
             seconds = time.perf_counter() - start
             timing = {"seconds": round(seconds, 3), "train_seconds": round(seconds - evaluating, 3)}
@@ -406,8 +400,9 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
         out / "metrics.json", {"run_id": run_id, "config": asdict(config), "history": history, "final": final}
     )
     shown = slice(0, 4)  # the validation images in the figures
-    images, masks, preds = data.test_images.numpy()[shown], data.test_masks.numpy()[shown], preds[shown]
-    instances = None if data.test_instances is None else data.test_instances[shown]
+    images, masks, instances = data.test
+    images, masks, preds = images.numpy()[shown], masks.numpy()[shown], preds[shown]
+    instances = None if instances is None else instances[shown]
     variant = "" if config.skip else " without skip connections"
     variant += ", touching circles" * config.touching + ", weight map" * config.weight_map
     labels = [f"Dice {d:.3f}" for d in dice(preds, masks, per_image=True)]
@@ -582,8 +577,7 @@ def run_training(args, device, config, resumed):
         sys.exit(
             f"01_pytorch.py: training diverged: {error}; nothing was saved. Try a lower --lr ({config.lr:g})."
         )
-    test = (data.test_images, data.test_masks, data.test_instances)
-    final, preds = evaluate(model, test, device, autocast, prefix="test")  # once, on images no choice saw
+    final, preds = evaluate(model, data.test, device, autocast, prefix="test")  # images no choice saw
     step = (resumed.step if resumed else 0) + total_steps(config)
     save_outputs(args, config, step, model, optimizer, history, final, data, preds)
     print(f"final: {describe_scores(final)}  ({history[-1]['seconds']:.1f} s of training)")

@@ -47,8 +47,7 @@ def train_and_predict(config, balanced=True):
     autocast = lesson.autocast_for(config, device)
     with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
         lesson.train(model, optimizer, data, config, device, autocast)
-    test = (data.test_images, data.test_masks, data.test_instances)
-    scores, preds = lesson.evaluate(model, test, device, autocast, prefix="test")
+    scores, preds = lesson.evaluate(model, data.test, device, autocast, prefix="test")
     return scores, preds, data
 
 
@@ -91,11 +90,9 @@ def save_comparison(runs, path):
     """For the test image whose object F1 gains most from the weight map: the map (eq. 2),
     the predictions without and with it, and a zoom on the gap where the two differ most."""
     (_, plain, data), (_, weighted, _) = runs[False], runs[True]
-    gains = object_f1(weighted, data.test_instances, per_image=True) - object_f1(
-        plain, data.test_instances, per_image=True
-    )
+    gains = object_f1(weighted, data.test[2], per_image=True) - object_f1(plain, data.test[2], per_image=True)
     i = int(np.argmax(gains))
-    instances, image = data.test_instances[i], data.test_images[i, 0].numpy()
+    instances, image = data.test[2][i], data.test[0][i, 0].numpy()
     without, with_map = plain[i, 0] > 0, weighted[i, 0] > 0
     differ = (without != with_map).astype(float)
     cy, cx = np.unravel_index(np.argmax(box_sum(differ, ZOOM)), differ.shape)  # the densest disagreement
