@@ -357,7 +357,7 @@ class NetworkOptions:
     depth: int = cli.depth_option()
     base_channels: int = cli.base_channels_option()
     padding: str = option("same", choices=PADDINGS, help="same keeps sizes; valid is the paper's")
-    seed: int = cli.seed_option()
+    seed: int = cli.seed_option(seeds="the image and the weights")
 
 
 # Paper, Fig. 1: 572×572 in, four pools, 64…1024 channels, unpadded convolutions; 2 classes, no BN.
@@ -373,7 +373,7 @@ def build_parser():
         help=f"the paper's network: {PAPER}, 2 classes; other options override it",
     )
     parser.add_argument(
-        "--weights", type=cli.readable_file, help="run this trained .npz on fresh circle images"
+        "--weights", type=cli.readable_file, help="run this trained .npz (or .pt) on fresh circle images"
     )
     parser.add_argument(
         "--figure", type=cli.output_file(*FIGURE_SUFFIXES), help="also draw the architecture to this file"

@@ -459,6 +459,9 @@ def predict(paths, device, checkpoint, pixels):
 # ----------------------------------------------------------------------------- main
 
 
+CHECKPOINT_HELP = "training: the .pt to write, an .npz beside it; --predict: the .pt or .npz to use"
+
+
 def build_parser():
     parser = cli.ArgumentParser(
         description="Train a U-Net on synthetic circles: figures and metrics.json go into --out, the weights "
@@ -474,9 +477,6 @@ def build_parser():
     add("--tile", type=cli.whole_number(1, 4096), default=128, help="--predict: one tile's side in pixels")
     add("--margin", type=cli.whole_number(0, 1024), help="--predict: px dropped around a tile (default 16)")
     return parser
-
-
-CHECKPOINT_HELP = "training: the .pt to write, an .npz beside it; --predict: the .pt or .npz to use"
 
 
 def check_training(parser, args, device):
@@ -503,10 +503,8 @@ def check_training(parser, args, device):
             ("--batch-size", config.batch_size * bottom**2 < 2 and one_value),
             ("--weight-map", config.weight_map and not config.touching and needs_instances),
             ("--checkpoint", args.checkpoint.suffix != ".pt" and "give a .pt path; the .npz goes beside it"),
-            (
-                "--checkpoint",
-                cli.first_refusal(outputs[:2]) or next(filter(None, map(foreign, outputs[:2])), 0),
-            ),
+            ("--checkpoint", cli.first_refusal(outputs[:2])),
+            ("--checkpoint", next(filter(None, map(foreign, outputs[:2])), None)),  # the user's own file?
             ("--out", cli.first_refusal(outputs[2:])),
         ],
     )

@@ -177,8 +177,8 @@ def base_channels_option(default=8):
     )
 
 
-def seed_option(default=0):
-    return option(default, whole_number(0, SEED_LIMIT - 1), "seeds the data, the weights and the batch order")
+def seed_option(default=0, seeds="the data, the weights and the batch order"):
+    return option(default, whole_number(0, SEED_LIMIT - 1), f"seeds {seeds}")
 
 
 # ----------------------------------------------------------------------------- several at once

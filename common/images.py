@@ -112,7 +112,3 @@ def save_grey_png(image, path):
 def mask_pixels(mask):
     """An (H, W) mask (nonzero is object) as 8-bit grey pixels of 0 and 255, for a mask PNG."""
     return np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
-
-
-def save_mask_png(mask, path):
-    save_png(mask_pixels(mask), path)

@@ -292,7 +292,7 @@ def overlay_pixels(image, mask, grid=None):
 
     Drawn pixel for pixel, not through matplotlib, so any size works (1×1, 1×N, 30000×2);
     an image over DISPLAY_MAX a side is shown every `stride` pixels, its outline found at
-    full size first. The mask itself is saved at full size by `common.images.save_mask_png`.
+    full size first. The mask itself is saved at full size (`common.images.mask_pixels`).
 
     Inputs:
     - image: (H, W) floats, any scale

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageFile
 
 from common import images, plotting
-from common.images import ImageError, read_image, save_grey_png, save_mask_png, save_png
+from common.images import ImageError, mask_pixels, read_image, save_grey_png, save_png
 from common.plotting import figure_format, overlay_pixels, save_figure
 
 
@@ -200,8 +200,8 @@ def test_the_limit_is_inclusive(tmp_path, monkeypatch):
 
 def test_mask_png_is_8_bit_grey_of_0_and_255_at_full_size(tmp_path):
     mask = np.array([[True, False, False, True, True], [False, False, True, False, False]])
-    save_mask_png(mask, tmp_path / "mask.png")
-    save_mask_png(mask.astype(np.float32), tmp_path / "ones.png")  # 0/1 floats say the same
+    save_png(mask_pixels(mask), tmp_path / "mask.png")
+    save_png(mask_pixels(mask.astype(np.float32)), tmp_path / "ones.png")  # 0/1 floats say the same
     for name in ("mask.png", "ones.png"):
         written = Image.open(tmp_path / name)
         assert written.mode == "L" and written.size == (5, 2)
