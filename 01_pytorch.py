@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from common import checkpoints, cli, plotting
 from common.checkpoints import CheckpointError, foreign
-from common.cli import option, positive_float, whole_number
+from common.cli import option, whole_number
 from common.data import standardize, synthetic_circles, touching_circles
 from common.files import atomic_write_all, save_json
 from common.geometry import exact_margin, output_size, size_error, training_memory_problems
@@ -153,14 +153,14 @@ class TrainConfig:
     name (`batch_size` ↔ `--batch-size`); metrics.json and the checkpoint save the values used."""
 
     epochs: int = option(10, whole_number(1, 10_000), "passes over the training set")
-    steps: int | None = option(None, whole_number(1, 1_000_000), "optimizer steps; overrides --epochs")
-    batch_size: int = option(16, whole_number(1, 4096), "images per optimizer step")
-    lr: float = option(1e-2, positive_float, "peak learning rate of the one-cycle schedule")
+    steps: int | None = cli.steps_option()
+    batch_size: int = cli.batch_size_option()
+    lr: float = cli.lr_option()
     schedule: str = option("one-cycle", choices=("one-cycle", "constant"), help="constant: the baseline")
     size: int = cli.size_option()
     depth: int = cli.depth_option()
     base_channels: int = cli.base_channels_option()
-    train_size: int = option(1000, whole_number(1, 100_000), "training images")
+    train_size: int = cli.train_size_option()
     val_size: int = option(128, whole_number(1, 10_000), "validation images, and as many test images")
     seed: int = cli.seed_option()
     eval_every: int = option(100, whole_number(1, 1_000_000), "validate every this many steps and at the end")

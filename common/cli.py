@@ -181,6 +181,25 @@ def seed_option(default=0, seeds="the data, the weights and the batch order"):
     return option(default, whole_number(0, SEED_LIMIT - 1), f"seeds {seeds}")
 
 
+# The training options both scripts take (01_pytorch.py, and 00_scratch.py --train).
+
+
+def steps_option(default=None, help="optimizer steps; overrides --epochs"):
+    return option(default, whole_number(1, 1_000_000), help)
+
+
+def batch_size_option(default=16):
+    return option(default, whole_number(1, 4096), "images per optimizer step")
+
+
+def lr_option(default=1e-2):
+    return option(default, positive_float, "peak learning rate of the one-cycle schedule")
+
+
+def train_size_option(default=1000):
+    return option(default, whole_number(1, 100_000), "training images")
+
+
 # ----------------------------------------------------------------------------- several at once
 
 
