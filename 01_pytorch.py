@@ -25,14 +25,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common import checkpoints, cli, plotting
+from common import checkpoints, cli, plotting, recipe
 from common.checkpoints import CheckpointError, foreign
 from common.cli import option, whole_number
 from common.data import standardize, synthetic_circles, touching_circles
 from common.files import atomic_write_all, save_json
-from common.geometry import exact_margin, output_size, size_error, training_memory_problems
+from common.geometry import (
+    batch_norm_problem,
+    exact_margin,
+    output_size,
+    size_error,
+    training_memory_problems,
+)
 from common.images import MAX_PIXELS, ImageError, mask_pixels, png_writer, read_image
-from common.metrics import boundary_f1, describe_scores, dice, foreground, iou, object_f1
+from common.metrics import describe_scores, dice, foreground, segmentation_scores
 from common.tiling import kept_step, predict_tiled, tiling_problems
 from common.weight_map import weight_map
 
@@ -207,7 +213,9 @@ def make_data(config):
         return torch.from_numpy(images), torch.from_numpy(masks), (instances or [None])[0]
 
     tensors = map(torch.from_numpy, (images, masks, weights))
-    return CircleData(*tensors, held_out(config.seed + 10_000), held_out(config.seed + 30_000))
+    return CircleData(
+        *tensors, held_out(config.seed + recipe.VAL_SEED), held_out(config.seed + recipe.TEST_SEED)
+    )
 
 
 # ----------------------------------------------------------------------------- training
@@ -259,19 +267,21 @@ def total_steps(config):
 
 
 def make_scheduler(optimizer, config, steps):
-    """One-cycle by default: a short warm-up from lr/2, then cosine annealing to ~0.
+    """One-cycle by default: a short warm-up from lr/2, then cosine annealing to ~0, while
+    Adam's β1 cycles the other way, 0.95 → 0.85 → 0.95.
 
     Annealing lets the net, with batch norm, take a peak rate ten times Adam's usual 1e-3:
     it learns fast early and settles late. PyTorch's usual one-cycle settings (30 % warm-up
     from lr/25) spend the first hundred steps barely learning (benchmarks/bench_train.py).
-    The warm-up is 5 % of the run, but at least 1.5 steps: OneCycleLR divides by the length
-    of each phase, and a peak at exactly step 0 (a run of 20 steps) would be a division by 0.
     """
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-    warm_up = min(0.75, max(0.05, 1.5 / steps))
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=steps, pct_start=warm_up, div_factor=2
+        optimizer,
+        max_lr=config.lr,
+        total_steps=steps,
+        pct_start=recipe.warm_up_fraction(steps),
+        div_factor=recipe.DIV_FACTOR,
     )
 
 
@@ -293,13 +303,6 @@ def check_divergence(model, loss, untrained_loss):
         raise Diverged(f"the loss is {loss:.3g}, more than twice the untrained net's {untrained_loss:.3g}")
 
 
-def evaluation_steps(steps, every):
-    """When to validate: the untrained net (step 0), then densely while it learns fastest
-    (5, 10, 20, 40, … doubling below `every`), then every `every` steps, and at the end."""
-    early = [0] + [5 * 2**k for k in range(20) if 5 * 2**k < every]
-    return sorted({*early, *range(every, steps, every), steps} - {s for s in early if s > steps})
-
-
 def train(model, optimizer, data, config, device, autocast):
     """Adam on shuffled batches, validated at `evaluation_steps`.
 
@@ -312,7 +315,7 @@ def train(model, optimizer, data, config, device, autocast):
     batches = shuffled_batches(
         len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
     )
-    checkpoints_at = evaluation_steps(steps, config.eval_every)
+    checkpoints_at = recipe.evaluation_steps(steps, config.eval_every)
     history, losses, untrained_loss, evaluating, start = [], [], None, 0.0, time.perf_counter()
     for step in tqdm(range(steps + 1), desc="training", unit="step", file=sys.stdout):
         if step > 0:
@@ -360,11 +363,7 @@ def evaluate(model, held_out, device, autocast, prefix="val"):
     object F1 too where instances are known."""
     images, truth, instances = held_out
     preds = predict_masks(model, images, device, autocast)
-    truth = truth.numpy()
-    scores = {"dice": dice(preds, truth), "iou": iou(preds, truth), "boundary_f1": boundary_f1(preds, truth)}
-    if instances is not None:
-        scores["object_f1"] = object_f1(preds, instances)
-    return {f"{prefix}_{name}": value for name, value in scores.items()}, preds
+    return segmentation_scores(preds, truth.numpy(), instances, prefix), preds
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -486,13 +485,11 @@ def check_training(parser, args, device):
     config = replace(
         config, device=device.type, mixed_precision=config.mixed_precision and device.type == "cuda"
     )
-    bottom = config.size // 2**config.depth  # the side of the bottleneck's maps
     held_out = 2 * config.val_size  # validation and test images
     memory = training_memory_problems(
         config.train_size, held_out, config.size, config.batch_size, config.base_channels, config.depth
     )
     outputs = training_outputs(args.out, args.checkpoint, config)
-    one_value = "1 with a 1×1 bottleneck leaves batch norm one value per channel; use 2+ or a larger --size"
     needs_instances = "needs --touching, whose circles carry the instance labels the map is built from"
     cli.check_rules(
         parser,
@@ -500,7 +497,7 @@ def check_training(parser, args, device):
             ("--size", size_error(config.size, config.depth, "same")),
             *memory,
             ("--batch-size", config.batch_size > config.train_size and "more than --train-size"),
-            ("--batch-size", config.batch_size * bottom**2 < 2 and one_value),
+            ("--batch-size", batch_norm_problem(config.batch_size, config.size, config.depth, "same")),
             ("--weight-map", config.weight_map and not config.touching and needs_instances),
             ("--checkpoint", args.checkpoint.suffix != ".pt" and "give a .pt path; the .npz goes beside it"),
             ("--checkpoint", cli.first_refusal(outputs[:2])),

@@ -27,6 +27,23 @@ def output_size(size, depth, padding):
     return size if size > 0 else None
 
 
+def bottleneck_size(size, depth, padding):
+    """Side of the bottleneck's output, the smallest map batch norm normalises (size valid)."""
+    trim = TRIM_PER_DOUBLE_CONV[padding]
+    for _ in range(depth):
+        size = (size - trim) // 2
+    return size - trim
+
+
+def batch_norm_problem(batch_size, size, depth, padding):
+    """Why batch norm cannot train on these batches, or None: a channel of a single value has
+    no variance, and PyTorch refuses it."""
+    if batch_size * bottleneck_size(size, depth, padding) ** 2 < 2:
+        one_value = "with a 1×1 bottleneck leaves batch norm one value per channel"
+        return f"{batch_size} {one_value}; use 2+ or a larger --size"
+    return None
+
+
 def nearest_valid_sizes(size, depth, padding):
     """The closest input sizes below and above `size` that the net can take (None if none below)."""
     below = next((s for s in range(size - 1, 0, -1) if output_size(s, depth, padding)), None)

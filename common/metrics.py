@@ -211,3 +211,12 @@ def object_fates(pred, truth, threshold=0.5):
         fates[label] = "found" if col in matched_cols else "merged" if merged else "missed"
     spurious_ids = [label for row, label in enumerate(found_ids) if row not in matched_rows]
     return fates, np.isin(found, spurious_ids)
+
+
+def segmentation_scores(preds, truth, instances=None, prefix="val"):
+    """The scores both scripts report on a held-out set, keyed `<prefix>_<score>`: Dice, IoU,
+    boundary F1, and object F1 where instance labels are known."""
+    scores = {"dice": dice(preds, truth), "iou": iou(preds, truth), "boundary_f1": boundary_f1(preds, truth)}
+    if instances is not None:
+        scores["object_f1"] = object_f1(preds, instances)
+    return {f"{prefix}_{name}": value for name, value in scores.items()}
