@@ -746,6 +746,12 @@ def one_cycle(step, steps, peak_lr, momenta=(0.85, 0.95), final_div_factor=1e4):
         first = last
 
 
+def adam_moments(params):
+    """Adam's running mean and mean square of each trainable weight's gradient, from zero."""
+    trainable = {name: value for name, value in params.items() if is_trainable(name)}
+    return {name: (np.zeros_like(value), np.zeros_like(value)) for name, value in trainable.items()}
+
+
 def adam_step(params, grads, moments, step, lr, beta1, beta2=0.999, eps=1e-8):
     """Adam (Kingma & Ba, 2015), in place, as torch.optim.Adam computes it: each weight moves by
     its gradient's running mean over the root of its running mean square, so every weight takes
@@ -819,11 +825,7 @@ def train(params, train_set, val, options, batches):
     Returns the history (one entry per validation, as in metrics.json) and the last scores.
     """
     steps = options.steps
-    moments = {
-        name: (np.zeros_like(value), np.zeros_like(value))
-        for name, value in params.items()
-        if is_trainable(name)
-    }
+    moments = adam_moments(params)
     history, losses, evaluating, start = [], [], 0.0, time.perf_counter()
     for step in tqdm(range(steps + 1), desc="training", unit="step", file=sys.stdout):
         if step > 0:
@@ -1052,7 +1054,8 @@ def run_gradient_check(args, checkpoint):
     weights = f"the weights of {args.weights}" if checkpoint else "fresh weights"
     print(
         f"gradient check: depth {args.depth}, base {args.base_channels} channels, {args.padding} padding, "
-        f"{weights}, 2 images of {args.size}×{args.size};\n3 random entries of each weight, centred differences"
+        f"{weights}, 2 images of {args.size}×{args.size};\n"
+        "3 random entries of each weight, centred differences"
     )
     checks = {
         dtype.__name__: gradient_check(

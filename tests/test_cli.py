@@ -126,6 +126,20 @@ SCRATCH_CASES = [
     (["--weights", "net.npz", "--depth", "2"], ["argument --weights", "depth=3"]),
     (["--weights", "net.npz", "--out", "a_file"], ["argument --out", "a_file"]),
     (["--weights", "net.npz", "--out", "readonly_out/sub/.."], []),
+    (["--train", "--gradient-check"], ["argument --train", "two runs"]),
+    (["--train", "--paper"], ["argument --paper", "takes ours"]),
+    (["--train", "--weights", "net.npz"], ["argument --weights", "fresh weights"]),
+    (["--train", "--figure", "arch.png"], ["argument --figure", "leave out --train"]),
+    (["--steps", "10"], ["argument --steps: is for --train"]),
+    (["--lr", "0.1"], ["argument --lr: is for --train"]),
+    (["--checkpoint", "x.npz"], ["argument --checkpoint: is where --train writes"]),
+    (["--train", "--checkpoint", "x.pt"], ["argument --checkpoint", "must end in .npz"]),
+    (["--train", "--checkpoint", "data.npz"], ["argument --checkpoint", "data.npz"]),
+    (["--train", "--checkpoint", "a_folder/../a_file/x.npz"], ["argument --checkpoint", "a_file"]),
+    (["--train", "--batch-size", "1", "--size", "8"], ["argument --batch-size", "one value per channel"]),
+    (["--train", "--steps", "0"], ["argument --steps"]),
+    (["--train", "--out", "readonly_out/sub/.."], []),
+    (["--train", "--train-size", "100000", "--size", "1024"], ["argument --train-size"]),
 ]
 
 

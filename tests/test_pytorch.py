@@ -102,7 +102,7 @@ def test_numpy_runs_the_trained_weights_like_torch(trained_run, scratch, pytorch
 
     scratch.main(["--weights", str(trained_run / "net.npz"), "--out", str(tmp_path)])
     assert "Dice of the NumPy forward pass against the ground truth: 0." in capsys.readouterr().out
-    assert (tmp_path / "numpy_unet_segmentation.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "numpy_forward_segmentation.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resume_continues_from_the_saved_weights_and_counts_steps(
@@ -143,7 +143,7 @@ def test_make_demo_end_to_end(tmp_path):
         "metrics.json",
         "net.pt",
         "net.npz",
-        "numpy_unet_segmentation.png",
+        "numpy_forward_segmentation.png",
     ):
         assert (tmp_path / name).stat().st_size > 0
 
