@@ -1,16 +1,22 @@
-"""U-Net's forward pass in pure NumPy, printing how every tensor changes on its way.
+"""U-Net in pure NumPy, both ways: its forward pass, printing how every tensor changes on its
+way, and its backward pass, which trains it.
 
-Read top to bottom: the layers (each one function) → the trace that records them → the
-network (`double_conv`, then `unet_forward` with its skip connections in plain sight) → its
-parameters, named as PyTorch names them → main(). Options and checkpoints live in common/.
+Read top to bottom: the layers (each forward beside its backward, as in CS231n's layers.py) →
+the trace that records them → the network (`double_conv`, then `unet_forward` with its skip
+connections in plain sight) → the network backward (`unet_backward`, where the skip's gradient
+joins the encoder's) → the loss and `loss_and_gradients` → parameters, named as PyTorch names
+them → the gradient check → Adam and the one-cycle schedule → training → main(). Options and
+checkpoints live in common/.
 
     python 00_scratch.py            # a small U-Net on one synthetic circle image
     python 00_scratch.py --paper    # the paper's network: 572×572 in, 388×388×2 out
     python 00_scratch.py --paper --figure assets/unet_paper_architecture.png   # drawn, with its crops
     python 00_scratch.py --weights checkpoints/unet_circles.npz   # run what 01_pytorch.py trained
+    python 00_scratch.py --gradient-check   # every weight's gradient against finite differences
+    python 00_scratch.py --train    # train it in NumPy, 01_pytorch.py's recipe: under 2 minutes
 
-The arithmetic is real and equals PyTorch's (tests/test_scratch.py runs both with the same
-weights). No torch is imported here.
+The arithmetic is real and equals PyTorch's: tests/test_scratch.py runs both forwards with the
+same weights, tests/test_backward.py every gradient against autograd. No torch is imported here.
 """
 
 import math
@@ -45,7 +51,7 @@ from common.plotting import (
     save_training_curves,
 )
 
-COLUMN_BUFFER_BYTES = 16 * 2**20  # im2col is built a band of rows at a time, at most this big
+COLUMN_BUFFER_BYTES = 4 * 2**20  # im2col is built a band of rows at a time, at most this big
 EVAL_EVERY = 100  # validate every this many steps (and early on, and at the end), as 01_pytorch.py
 
 # ----------------------------------------------------------------------------- the layers
@@ -55,64 +61,89 @@ EVAL_EVERY = 100  # validate every this many steps (and early on, and at the end
 # what the forward saw, and returns the gradients with respect to its inputs and weights.
 
 
-def im2col_bands(x, k):
-    """The k×k windows of x laid out as columns (im2col), a band at a time.
+def pad_flat(x, k, padding):
+    """Each map of x with the zero border a k×k convolution with this padding needs, flattened
+    to one row, plus k-1 zeros at its end (the last window of a row may run that far).
+
+    In a flattened map of width W, the tap (dy, dx) of the window at output pixel (i, j) sits at
+    (i + dy)·W + j + dx: for all pixels at once, one contiguous run, shifted by dy·W + dx. The
+    runs also cover k-1 columns at each row's end that wrap into the next row; the caller drops
+    those outputs.
+
+    Inputs:
+    - x: (N, C, H, W)
+    - padding: "same" (border k//2, output H×W), "valid" (none, the paper's: output H-k+1) or
+      "full" (border k-1, output H+k-1: the backward pass of a valid convolution)
+    Returns:
+    - flat: (N, C, H'·W' + k-1), H' = H + 2·border, W' = W + 2·border; and (H', W')
+    """
+    n, c, height, width = x.shape
+    border = {"same": k // 2, "valid": 0, "full": k - 1}[padding]
+    padded_h, padded_w = height + 2 * border, width + 2 * border
+    flat = np.zeros((n, c, padded_h * padded_w + k - 1), dtype=x.dtype)
+    maps = flat[:, :, : padded_h * padded_w].reshape(n, c, padded_h, padded_w)
+    maps[:, :, border : border + height, border : border + width] = x
+    return flat, (padded_h, padded_w)
+
+
+def im2col_bands(flat, size, k, out_channels):
+    """The k×k windows of the padded maps laid out as columns (im2col), a band at a time.
 
     Each output pixel of a convolution is a dot product of the weights with the window under
     it, so with the windows as columns a whole layer is one matrix product, which BLAS runs near
-    the processor's peak. The columns take k² times the input's memory, hence the bands: as many
-    whole images as fit in COLUMN_BUFFER_BYTES (small images: few, large products), else a band
-    of one image's rows (the paper's 572² tiles). One buffer serves every band: fresh
-    allocations this size cost a page fault per 4 KiB.
+    the processor's peak. Each tap's row of columns is one contiguous run of the flattened maps
+    (pad_flat), so the k² copies are long, fast ones. The columns take k² times the input's
+    memory, hence the bands: as many whole images as fit in COLUMN_BUFFER_BYTES with their
+    product (small images: few, large products), else a band of one image's rows (the paper's
+    572² tiles). One pair of buffers serves every band: fresh allocations this size cost a page
+    fault per 4 KiB.
 
     Inputs:
-    - x: (N, C, H, W), already padded
+    - flat, size: pad_flat's output, maps of size (H, W)
+    - out_channels: F, the channels of the product
     Yields:
-    - (images, span, columns): the band's slice of the N images and of their flattened output
-      rows, and its columns (images, C·k·k, rows·W'), W' = W-k+1, valid until the next band
+    - (images, rows, columns, product): the band's slices of the N images and of the H-k+1
+      output rows; its columns (C·k·k, images·rows·W); a buffer (F, images, rows, W) for the
+      product. Each output row has W columns, of which the last k-1 wrap around into the next
+      row and are to be dropped. Both buffers are valid until the next band.
     """
-    n, c, height, width = x.shape
-    out_h, out_w = height - k + 1, width - k + 1
-    rows = max(1, COLUMN_BUFFER_BYTES // (x.itemsize * c * k * k * out_w))  # rows that fit
+    n, c, _ = flat.shape
+    height, width = size
+    out_h = height - k + 1
+    rows = max(1, COLUMN_BUFFER_BYTES // (flat.itemsize * (c * k * k + out_channels) * width))  # that fit
     images, rows = (min(n, rows // out_h), out_h) if rows >= out_h else (1, rows)
-    buffer = np.empty(images * c * k * k * rows * out_w, dtype=x.dtype)
+    buffer = np.empty(c * k * k * images * rows * width, dtype=flat.dtype)
+    products = np.empty(out_channels * images * rows * width, dtype=flat.dtype)
     for first in range(0, n, images):
+        maps = flat[first : first + images].transpose(1, 0, 2)  # (C, images, H·W + k-1)
         for top in range(0, out_h, rows):
-            g, r = min(images, n - first), min(rows, out_h - top)
-            columns = buffer[: g * c * k * k * r * out_w].reshape(g, c, k, k, r, out_w)
-            for dy in range(k):  # one shifted copy of the maps per kernel tap
-                for dx in range(k):
-                    columns[:, :, dy, dx] = x[first : first + g, :, top + dy : top + dy + r, dx : dx + out_w]
-            images_span, rows_span = slice(first, first + g), slice(top * out_w, (top + r) * out_w)
-            yield images_span, rows_span, columns.reshape(g, c * k * k, r * out_w)
-
-
-def pad_for(x, k, padding):
-    """x with the zero border a k×k convolution with this padding adds: k//2 for "same"
-    (the output keeps the input's size), none for "valid" (the paper's: it loses k-1)."""
-    border = k // 2 if padding == "same" else 0
-    return np.pad(x, ((0, 0), (0, 0), (border, border), (border, border)))
+            g, r = maps.shape[1], min(rows, out_h - top)
+            columns = buffer[: c * k * k * g * r * width].reshape(c, k * k, g, r * width)
+            for tap in range(k * k):
+                start = (top + tap // k) * width + tap % k
+                columns[:, tap] = maps[:, :, start : start + r * width]
+            product = products[: out_channels * g * r * width].reshape(out_channels, g, r, width)
+            yield slice(first, first + g), slice(top, top + r), columns.reshape(c * k * k, -1), product
 
 
 def conv2d(x, w, b=None, padding="same"):
-    """A k×k convolution (k = 3 or 1), stride 1: one matrix product per band of rows.
+    """A k×k convolution (k = 3 or 1), stride 1: one matrix product per band.
 
     Inputs:
     - x: (N, C, H, W)
     - w: (F, C, k, k)
     - b: (F,) or None
-    - padding: "same" (output H×W) or "valid" (output (H-k+1)×(W-k+1))
+    - padding: "same" (output H×W), "valid" (output (H-k+1)×(W-k+1)) or "full" (H+k-1)
     Returns:
     - out: (N, F, H', W'), in the dtype of x and w
     """
     f, c, k, _ = w.shape
-    x = pad_for(x, k, padding)
-    n, _, height, width = x.shape
-    out = np.empty((n, f, (height - k + 1) * (width - k + 1)), dtype=np.result_type(x, w))
+    flat, (height, width) = pad_flat(x.astype(np.result_type(x, w), copy=False), k, padding)
+    out = np.empty((x.shape[0], f, height - k + 1, width - k + 1), dtype=flat.dtype)
     weights = w.reshape(f, c * k * k)  # (F, C·k·k)
-    for images, span, columns in im2col_bands(x, k):
-        np.matmul(weights, columns, out=out[images, :, span])  # (images, F, rows·W')
-    out = out.reshape(n, f, height - k + 1, width - k + 1)  # (N, F, H', W')
+    for images, rows, columns, product in im2col_bands(flat, (height, width), k, f):
+        np.matmul(weights, columns, out=product.reshape(f, -1))  # (F, images·rows·W)
+        out[images, :, rows] = product[..., : width - k + 1].transpose(1, 0, 2, 3)  # wrapped columns dropped
     if b is not None:
         out += b[:, None, None]
     return out
@@ -124,8 +155,8 @@ def conv2d_backward(dout, x, w, padding="same"):
     Every weight met every window, so dw is dout times the windows: the forward's im2col
     columns again, one GEMM per band. Every input pixel fed the outputs whose windows cover it,
     so dx is dout convolved with the kernel turned 180° and its in/out channels swapped, over
-    a border of k-1-p zeros (p the forward's border): a "full" convolution, the forward's shape
-    run backwards. The bias was added to every output pixel: db sums dout.
+    a border of k-1-p zeros (p the forward's border): "same" again after a same convolution,
+    "full" after a valid one. The bias was added to every output pixel: db sums dout.
 
     Inputs:
     - dout: (N, F, H', W')
@@ -134,14 +165,14 @@ def conv2d_backward(dout, x, w, padding="same"):
     - dx: (N, C, H, W); dw: (F, C, k, k); db: (F,)
     """
     f, c, k, _ = w.shape
-    n = dout.shape[0]
     flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, k, k)
-    border = k - 1 - (k // 2 if padding == "same" else 0)
-    dx = conv2d(np.pad(dout, ((0, 0), (0, 0), (border, border), (border, border))), flipped, padding="valid")
-    dw = np.zeros((f, c * k * k), dtype=np.result_type(dout, x))
-    flat = dout.reshape(n, f, -1)  # (N, F, H'·W')
-    for images, span, columns in im2col_bands(pad_for(x, k, padding), k):
-        dw += (flat[images, :, span] @ columns.transpose(0, 2, 1)).sum(axis=0)  # (F, C·k·k)
+    dx = conv2d(dout, flipped, padding="same" if padding == "same" else "full")
+    flat, (height, width) = pad_flat(x.astype(np.result_type(dout, x), copy=False), k, padding)
+    dw = np.zeros((f, c * k * k), dtype=flat.dtype)
+    for images, rows, columns, band in im2col_bands(flat, (height, width), k, f):
+        band[..., : width - k + 1] = dout[images, :, rows].transpose(1, 0, 2, 3)
+        band[..., width - k + 1 :] = 0  # the wrapped columns fed no output
+        dw += band.reshape(f, -1) @ columns.T  # (F, C·k·k)
     return dx, dw.reshape(w.shape), dout.sum(axis=(0, 2, 3))
 
 
@@ -181,38 +212,42 @@ def batch_norm(x, weight, bias, running_mean, running_var, eps=1e-5):
 def batch_norm_train(x, weight, bias, eps=1e-5):
     """Batch normalisation in training: each channel standardised with the batch's own mean and
     (biased) variance over N, H and W, then scaled and shifted. The caller keeps the statistics,
-    from which the running ones that inference uses are averaged.
+    from which the running ones that inference uses are averaged, and x̂ for the backward pass.
 
     Inputs:
     - x: (N, C, H, W)
     - weight, bias: (C,)
     Returns:
-    - out: (N, C, H, W); mean, var: (C,), the batch's
+    - out, x_hat: (N, C, H, W), x_hat the standardised input; mean, var: (C,), the batch's
     """
-    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
-    x_hat = (x - mean[:, None, None]) / np.sqrt(var + eps)[:, None, None]
-    return weight[:, None, None] * x_hat + bias[:, None, None], mean, var
+    mean = x.mean(axis=(0, 2, 3))
+    x_hat = x - mean[:, None, None]
+    var = np.square(x_hat).mean(axis=(0, 2, 3))
+    x_hat *= (1 / np.sqrt(var + eps))[:, None, None]
+    out = x_hat * weight[:, None, None]
+    out += bias[:, None, None]
+    return out, x_hat, mean, var
 
 
-def batch_norm_train_backward(dout, x, weight, mean, var, eps=1e-5):
+def batch_norm_train_backward(dout, x_hat, weight, var, eps=1e-5):
     """The mean and variance depend on every pixel of the channel, so each pixel's gradient
     loses the channel's mean gradient and its projection on x̂:
-    dx = γ/σ · (dx̂' − mean(dx̂') − x̂ · mean(dx̂' · x̂)) with dx̂' = dout, σ = √(var + eps).
+    dx = γ/σ · (dout − mean(dout) − x̂ · mean(dout · x̂)), σ = √(var + eps); the two means are
+    dbias and dweight over the m pixels of a channel.
 
     Inputs:
-    - dout, x: (N, C, H, W), x the forward's input
-    - weight, mean, var: (C,), mean and var the forward's batch statistics
+    - dout, x_hat: (N, C, H, W), x_hat the forward's standardised input
+    - weight, var: (C,), var the forward's batch variance
     Returns:
     - dx: (N, C, H, W); dweight, dbias: (C,)
     """
-    inv_std = 1 / np.sqrt(var + eps)  # (C,)
-    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
+    m = x_hat.size // x_hat.shape[1]  # pixels per channel
     dbias = dout.sum(axis=(0, 2, 3))
     dweight = (dout * x_hat).sum(axis=(0, 2, 3))
-    m = x.size // x.shape[1]  # pixels per channel
-    dx = (weight * inv_std)[:, None, None] * (
-        dout - (dbias / m)[:, None, None] - x_hat * (dweight / m)[:, None, None]
-    )
+    dx = x_hat * (dweight / m)[:, None, None]
+    np.subtract(dout, dx, out=dx)
+    dx -= (dbias / m)[:, None, None]
+    dx *= (weight / np.sqrt(var + eps))[:, None, None]
     return dx, dweight, dbias
 
 
@@ -434,22 +469,21 @@ def concat_note(name, skip, cropped, up, joined):
 def conv_step(x, params, name, padding, trace, stage, cache=None):
     """3×3 conv → [batch norm] → ReLU, reading the weights stored under `name`. With a `cache`
     (training), batch norm uses the batch's own statistics, and what the backward pass needs is
-    kept under `name`: the input, batch norm's input and statistics, the output."""
+    kept under `name`: the input, batch norm's x̂ and statistics, the output."""
     w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
     out = conv2d(x, w, b, padding)
     bn = name.replace("conv", "bn")
     batchnorm = f"{bn}.weight" in params
-    normalised = None
+    x_hat = None
     if batchnorm and cache is None:
         out = batch_norm(
             out, *(params[f"{bn}.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))
         )
     elif batchnorm:
-        normalised = out
-        out, mean, var = batch_norm_train(out, params[f"{bn}.weight"], params[f"{bn}.bias"])
+        out, x_hat, mean, var = batch_norm_train(out, params[f"{bn}.weight"], params[f"{bn}.bias"])
     out = relu(out)
     if cache is not None:
-        cache[name] = (x, normalised, (mean, var) if batchnorm else None, out)
+        cache[name] = (x, x_hat, (mean, var) if batchnorm else None, out)
     if trace:
         op = "conv 3×3 BN ReLU" if batchnorm else "conv 3×3 ReLU"
         trace(stage, op, x, out, *conv_cost(w, b, out, batchnorm))
@@ -534,12 +568,12 @@ def unet_forward(x, params, *, padding="same", skip=True, trace=None, cache=None
 def conv_step_backward(dout, params, name, padding, cache, grads):
     """conv_step's layers in reverse: ReLU, batch norm, convolution. Adds the gradients of the
     step's weights to `grads` and returns the gradient with respect to its input."""
-    x, normalised, stats, out = cache[name]
+    x, x_hat, stats, out = cache[name]
     dout = relu_backward(dout, out)
     bn = name.replace("conv", "bn")
     if stats is not None:
         dout, grads[f"{bn}.weight"], grads[f"{bn}.bias"] = batch_norm_train_backward(
-            dout, normalised, params[f"{bn}.weight"], *stats
+            dout, x_hat, params[f"{bn}.weight"], stats[1]
         )
     dx, grads[f"{name}.weight"], db = conv2d_backward(dout, x, params[f"{name}.weight"], padding)
     if f"{name}.bias" in params:  # none before batch norm
@@ -644,10 +678,10 @@ def batch_statistics(cache):
     """Each batch-norm layer's batch mean and variance, the variance unbiased (× n/(n−1)) as
     PyTorch averages it into the running variance, though it normalises with the biased one."""
     stats = {}
-    for name, (_, normalised, layer_stats, _) in ((k, v) for k, v in cache.items() if ".conv" in k):
+    for name, (_, x_hat, layer_stats, _) in ((k, v) for k, v in cache.items() if ".conv" in k):
         if layer_stats is not None:
             bn, (mean, var) = name.replace("conv", "bn"), layer_stats
-            n = normalised.size // normalised.shape[1]
+            n = x_hat.size // x_hat.shape[1]
             stats[f"{bn}.running_mean"], stats[f"{bn}.running_var"] = mean, var * n / (n - 1)
     return stats
 

@@ -32,6 +32,8 @@ figures: demo
 	$(PY) 01_pytorch.py --predict $(OUT)/many_circles.png --checkpoint $(CHECKPOINT) --out $(OUT) --overwrite
 	$(PY) benchmarks/bench_weight_map.py --seeds 0 --steps 150 --figure $(OUT)/weight_map_comparison.png
 	$(PY) benchmarks/bench_tiling.py --checkpoint $(CHECKPOINT) --figure $(OUT)/tiling_seams.png
+	$(PY) 00_scratch.py --train --out $(OUT)
+	$(PY) benchmarks/bench_parity.py --figure $(OUT)/numpy_pytorch_parity.png
 
 test: $(INSTALLED)
 	$(PY) -m pytest
@@ -39,6 +41,8 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_numpy_vs_torch.py
+	$(PY) benchmarks/bench_numpy_vs_torch.py --workload train-step
+	$(PY) benchmarks/bench_parity.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_weight_map.py --steps 150
 	$(PY) benchmarks/bench_tiling.py

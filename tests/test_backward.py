@@ -1,6 +1,7 @@
 """00_scratch.py's backward pass against torch.autograd: every layer, then the whole network
 (same weights, float64), then training itself (same weights, same batches, 20 steps)."""
 
+import importlib
 import json
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_conv2d_backward_in_bands_equals_one_band(scratch, rng, monkeypatch):
     x, w = rng.standard_normal((2, 3, 20, 13)), rng.standard_normal((4, 3, 3, 3))
     dout = rng.standard_normal((2, 4, 20, 13))
     whole = scratch.conv2d(x, w), *scratch.conv2d_backward(dout, x, w)
-    monkeypatch.setattr(scratch, "COLUMN_BUFFER_BYTES", 3 * 27 * 13 * 8)  # 3 rows a band
+    monkeypatch.setattr(scratch, "COLUMN_BUFFER_BYTES", 3 * (27 + 4) * 15 * 8)  # 3 rows of 15 columns a band
     banded = scratch.conv2d(x, w), *scratch.conv2d_backward(dout, x, w)
     for ours, reference in zip(banded, whole, strict=True):
         assert error(ours, reference) < 1e-12
@@ -73,9 +74,9 @@ def test_batch_norm_train_and_backward_are_pytorchs(scratch, rng):
     out = F.batch_norm(xt, running_mean, running_var, wt, bt, training=True, momentum=0.1)
     dout = rng.standard_normal(out.shape)
     out.backward(torch.from_numpy(dout))
-    ours, mean, var = scratch.batch_norm_train(x, weight, bias)
+    ours, x_hat, mean, var = scratch.batch_norm_train(x, weight, bias)
     assert error(ours, out) < RTOL
-    dx, dweight, dbias = scratch.batch_norm_train_backward(dout, x, weight, mean, var)
+    dx, dweight, dbias = scratch.batch_norm_train_backward(dout, x_hat, weight, var)
     assert max(error(dx, xt.grad), error(dweight, wt.grad), error(dbias, bt.grad)) < RTOL
     # PyTorch averages the unbiased variance into its running variance: the update the loop makes
     n = x.size // 3
@@ -243,38 +244,33 @@ def test_one_cycle_is_onecyclelr(scratch, pytorch_script, steps):
     assert lr == pytest.approx(0.01 / 2 / 1e4) or steps < 3
 
 
-def test_training_follows_pytorch_step_for_step(scratch, pytorch_script):
+def test_training_follows_pytorch_step_for_step(pytorch_script):
     """Same weights, same batches (index lists), 20 steps of Adam with one-cycle, float64: the
-    losses agree to 1e-4 relative, and so do the weights at the end."""
+    losses agree to 1e-4 relative, and so do the weights at the end (benchmarks/bench_parity.py
+    runs the same comparison on the default network and draws it)."""
+    bench = importlib.import_module("benchmarks.bench_parity")
     steps, rng = 20, np.random.default_rng(6)
     images = rng.standard_normal((12, 1, 16, 16))
     masks = (images > 0.5).astype(np.float64)
     batches = [rng.choice(12, size=4, replace=False) for _ in range(steps)]
     net = randomised_unet(pytorch_script, "same", True)
-    params = {name: value.detach().numpy().copy() for name, value in net.state_dict().items()}
-
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
-    scheduler = pytorch_script.make_scheduler(optimizer, pytorch_script.TrainConfig(lr=0.01), steps)
-    no_autocast = pytorch_script.autocast_for(pytorch_script.TrainConfig(), torch.device("cpu"))
-    torch_losses = [
-        pytorch_script.train_step(
-            net,
-            *(torch.from_numpy(t[index]) for t in (images, masks, np.ones_like(masks))),
-            optimizer,
-            scheduler,
-            no_autocast,
-        )
-        for index in batches
-    ]
-    moments = scratch.adam_moments(params)
-    numpy_losses = [
-        scratch.train_step(params, moments, images[index], masks[index], step, steps, 0.01)
-        for step, index in enumerate(batches, start=1)
-    ]
+    numpy_losses, torch_losses, params = bench.train_side_by_side(net, images, masks, batches, 0.01)
     assert np.allclose(numpy_losses, torch_losses, rtol=1e-4, atol=0)
     assert numpy_losses[-1] < 0.8 * numpy_losses[0]  # it learned
     for name, value in net.state_dict().items():
         assert error(params[name], value) < 1e-4, name
+
+
+def test_the_parity_figure_draws_both_losses(monkeypatch, tmp_path):
+    bench = importlib.import_module("benchmarks.bench_parity")
+    drawn = []
+    monkeypatch.setattr(bench, "save_figure", lambda figure, path: drawn.append(figure))
+    ours, theirs = np.array([0.7, 0.5, 0.3]), np.array([0.7, 0.5001, 0.3])
+    bench.save_parity_figure(ours, theirs, tmp_path / "p.png")
+    loss_ax, difference_ax = drawn[0].axes
+    np.testing.assert_array_equal(loss_ax.lines[0].get_ydata(), theirs)
+    np.testing.assert_array_equal(loss_ax.lines[1].get_ydata(), ours)
+    np.testing.assert_allclose(difference_ax.lines[0].get_ydata()[1], 1e-4 / 0.5001)
 
 
 TINY_NUMPY = ["--size", "16", "--depth", "2", "--base-channels", "4", "--train-size", "8"]
