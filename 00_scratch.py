@@ -724,12 +724,12 @@ def relative_error(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-8)))
 
 
-def training_loss(params, images, masks, padding="same"):
+def training_loss(params, images, masks, padding="same", skip=True):
     """The loss alone, as loss_and_gradients computes it: batch norm in training mode."""
-    return bce_with_logits(unet_forward(images, params, padding=padding, cache={}), masks)[0]
+    return bce_with_logits(unet_forward(images, params, padding=padding, skip=skip, cache={}), masks)[0]
 
 
-def gradient_check(params, images, masks, *, padding="same", entries=3, h=1e-6, seed=0):
+def gradient_check(params, images, masks, *, padding="same", skip=True, entries=3, h=1e-6, seed=0):
     """Each weight's analytic gradient against centred finite differences, CS231n's check:
     (L(w + h) − L(w − h)) / 2h on `entries` random entries of every parameter.
 
@@ -737,7 +737,7 @@ def gradient_check(params, images, masks, *, padding="same", entries=3, h=1e-6, 
     - {name: largest relative error over the entries checked}
     """
     rng = np.random.default_rng(seed)
-    _, grads, _ = loss_and_gradients(params, images, masks, padding=padding)
+    _, grads, _ = loss_and_gradients(params, images, masks, padding=padding, skip=skip)
     errors = {}
     for name, grad in grads.items():
         value = params[name]
@@ -745,9 +745,9 @@ def gradient_check(params, images, masks, *, padding="same", entries=3, h=1e-6, 
         for index in map(tuple, rng.integers(0, value.shape, size=(entries, value.ndim))):
             kept = value[index]
             value[index] = kept + h
-            above = training_loss(params, images, masks, padding)
+            above = training_loss(params, images, masks, padding, skip)
             value[index] = kept - h
-            below = training_loss(params, images, masks, padding)
+            below = training_loss(params, images, masks, padding, skip)
             value[index] = kept
             numeric.append((above - below) / (2 * h))
             analytic.append(grad[index])
@@ -830,25 +830,28 @@ def shuffled_batches(n, batch_size, rng):
             yield order[start : start + batch_size]
 
 
-def train_step(params, moments, images, masks, step, steps, peak_lr):
+def train_step(params, moments, images, masks, step, steps, peak_lr, padding="same"):
     """One optimizer step: forward, loss, backward, Adam, running statistics. Returns the loss."""
-    loss, grads, batch_stats = loss_and_gradients(params, images, masks)
+    loss, grads, batch_stats = loss_and_gradients(params, images, masks, padding=padding)
     lr, beta1 = one_cycle(step - 1, steps, peak_lr)
     adam_step(params, grads, moments, step, lr, beta1)
     update_running_stats(params, batch_stats)
     return loss
 
 
-def predict_masks(params, images, batch_size=64):
-    """Binary masks (N, 1, H, W): batch norm on its running statistics, logit > 0."""
-    logits = [unet_forward(images[i : i + batch_size], params) for i in range(0, len(images), batch_size)]
+def predict_masks(params, images, padding="same", batch_size=64):
+    """Binary masks (N, 1, H', W'): batch norm on its running statistics, logit > 0."""
+    logits = [
+        unet_forward(images[i : i + batch_size], params, padding=padding)
+        for i in range(0, len(images), batch_size)
+    ]
     return foreground(np.concatenate(logits))[:, None].astype(np.float32)
 
 
-def evaluate(params, held_out, prefix="val"):
+def evaluate(params, held_out, padding="same", prefix="val"):
     """Scores on a held-out set (images, masks) and the predicted masks."""
     images, masks = held_out
-    preds = predict_masks(params, images)
+    preds = predict_masks(params, images, padding)
     return segmentation_scores(preds, masks, prefix=prefix), preds
 
 
@@ -865,7 +868,9 @@ def train(params, train_set, val, options, batches):
         if step > 0:
             index = next(batches)
             losses.append(
-                train_step(params, moments, *(t[index] for t in train_set), step, steps, options.lr)
+                train_step(
+                    params, moments, *(t[index] for t in train_set), step, steps, options.lr, options.padding
+                )
             )
             if not math.isfinite(losses[-1]):
                 sys.exit(
@@ -874,7 +879,7 @@ def train(params, train_set, val, options, batches):
         if step in recipe.evaluation_steps(steps, EVAL_EVERY):
             began = time.perf_counter()
             loss, losses = (float(np.mean(losses)) if losses else None), []
-            scores, _ = evaluate(params, val)
+            scores, _ = evaluate(params, val, options.padding)
             evaluating += time.perf_counter() - began
             seconds = time.perf_counter() - start
             timing = {"seconds": round(seconds, 3), "train_seconds": round(seconds - evaluating, 3)}
@@ -1085,6 +1090,7 @@ def run_gradient_check(args, checkpoint):
     params = (
         checkpoint.state if checkpoint else init_params(1, 1, args.base_channels, args.depth, seed=args.seed)
     )
+    skip = checkpoint.model_args["skip"] if checkpoint else True
     weights = f"the weights of {args.weights}" if checkpoint else "fresh weights"
     print(
         f"gradient check: depth {args.depth}, base {args.base_channels} channels, {args.padding} padding, "
@@ -1097,6 +1103,7 @@ def run_gradient_check(args, checkpoint):
             images.astype(dtype),
             masks.astype(dtype),
             padding=args.padding,
+            skip=skip,
             h=h,
         )
         for dtype, h in ((np.float64, 1e-6), (np.float32, 1e-3))
@@ -1107,9 +1114,12 @@ def run_gradient_check(args, checkpoint):
         print(f"{name:<26} {shape:<16} {errors:9.1e} {checks['float32'][name]:9.1e}")
     worst = {dtype: max(errors.values()) for dtype, errors in checks.items()}
     print(f"{'largest':<43} {worst['float64']:9.1e} {worst['float32']:9.1e}")
-    print_gradient_paths(
-        {name: value.astype(np.float64) for name, value in params.items()}, images, masks, args
-    )
+    if skip:
+        print_gradient_paths(
+            {name: value.astype(np.float64) for name, value in params.items()}, images, masks, args
+        )
+    else:
+        print("\nwithout skips every gradient reaches the encoder the long way, round the U")
 
 
 def print_gradient_paths(params, images, masks, args):
@@ -1142,7 +1152,7 @@ def run_training(args):
     )
     batches = shuffled_batches(args.train_size, args.batch_size, np.random.default_rng(args.seed))
     history, scores = train(params, train_set, val, args, batches)
-    final, preds = evaluate(params, test, prefix="test")
+    final, preds = evaluate(params, test, args.padding, prefix="test")
     save_training_outputs(args, params, history, scores | final, test, preds)
     print(f"final: {describe_scores(final)}  ({history[-1]['seconds']:.1f} s of training)")
     print("wrote " + ", ".join(map(str, [args.checkpoint, *(args.out / name for name in TRAINING_FIGURES)])))

@@ -109,14 +109,18 @@ def main():
         f"default network (base {config.base_channels}, depth {config.depth}), float64, "
         f"batches of {config.batch_size}, lr {config.lr}, one-cycle over {args.steps} steps"
     )
-    print(f"\nthe first batch's gradients against autograd\n{'layer':<28} {'weights':>8} {'max rel. error':>15}")
+    print(
+        f"\nthe first batch's gradients against autograd\n{'layer':<28} {'weights':>8} {'max rel. error':>15}"
+    )
     for kind, (error, count) in gradient_errors(net, images[batches[0]], masks[batches[0]]).items():
         print(f"{kind:<28} {count:>8,} {error:15.1e}")
     numpy_losses, torch_losses, _ = train_side_by_side(net, images, masks, batches, config.lr)
     print()
     print(f"{'step':>4} {'NumPy':>12} {'PyTorch':>12} {'relative':>9}")
     relative = np.abs(numpy_losses - torch_losses) / np.abs(torch_losses)
-    for step, (ours, theirs, difference) in enumerate(zip(numpy_losses, torch_losses, relative), start=1):
+    for step, (ours, theirs, difference) in enumerate(
+        zip(numpy_losses, torch_losses, relative, strict=True), start=1
+    ):
         print(f"{step:>4} {ours:12.8f} {theirs:12.8f} {difference:9.1e}")
     print(f"largest relative difference: {relative.max():.1e}")
     if args.figure:

@@ -306,3 +306,23 @@ def test_gradient_check_command_prints_small_errors(scratch, capsys):
     largest = [line for line in out.splitlines() if line.startswith("largest")][0].split()
     assert float(largest[1]) < 1e-4 and float(largest[2]) > float(largest[1])  # float32: far worse
     assert "by the skip" in out
+
+
+def test_train_with_valid_padding_crops_the_masks_and_records_it(scratch, in_tmp):
+    tiny = ["--size", "44", "--depth", "2", "--base-channels", "4", "--train-size", "4", "--batch-size", "4"]
+    scratch.main(
+        ["--train", *tiny, "--steps", "2", "--padding", "valid", "--out", ".", "--checkpoint", "v.npz"]
+    )
+    assert checkpoints.load(in_tmp / "v.npz").model_args["padding"] == "valid"
+    assert json.loads((in_tmp / "numpy_metrics.json").read_text())["config"]["padding"] == "valid"
+
+
+def test_gradient_check_of_weights_without_skips_checks_that_network(scratch, in_tmp, capsys):
+    params = scratch.init_params(1, 1, base_channels=4, depth=2, seed=0)
+    model_args = dict(in_channels=1, out_channels=1, base_channels=4, depth=2, padding="same")
+    model_args |= dict(batchnorm=True, skip=False)
+    checkpoints.save_npz(in_tmp / "no_skip.npz", model_args=model_args, state=params, run_id="r", step=0)
+    scratch.main(["--gradient-check", "--weights", "no_skip.npz", "--size", "16"])
+    out = capsys.readouterr().out
+    largest = [line for line in out.splitlines() if line.startswith("largest")][0].split()
+    assert float(largest[1]) < 1e-4 and "without skips" in out

@@ -29,7 +29,9 @@ def test_conv2d_bands_match_one_big_product(scratch, monkeypatch):
     x = rng.standard_normal((2, 3, 20, 17)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
     whole = scratch.conv2d(x, w, None, "same")
-    monkeypatch.setattr(scratch, "COLUMN_BUFFER_BYTES", 4 * (27 + 5) * 19 * 3)  # 3 rows of 19 columns a band, last band 2
+    monkeypatch.setattr(
+        scratch, "COLUMN_BUFFER_BYTES", 4 * (27 + 5) * 19 * 3
+    )  # 3 rows of 19 columns a band, last band 2
     np.testing.assert_allclose(scratch.conv2d(x, w, None, "same"), whole, atol=1e-5)
 
 
