@@ -1,12 +1,14 @@
 """U-Net in PyTorch: train it on synthetic circles and look at what it learned.
 
 Read top to bottom: the network's parts → the network → the training recipe and the data →
-one training step and the loop → evaluation → the outputs → segmenting an image of any size,
-tile by tile → main(). Plumbing (options, checkpoints, files, images) lives in common/.
+augmentation (the paper's flips and elastic deformation) → the loss, one training step and the
+loop → evaluation → the outputs → segmenting an image of any size, tile by tile → main().
+Plumbing (options, checkpoints, files, images) lives in common/.
 
     python 01_pytorch.py                         # train: about half a minute on 2 CPU cores
     python 01_pytorch.py --no-skip               # the same net with its skip connections cut
     python 01_pytorch.py --touching --weight-map # touching circles, the paper's weight map
+    python 01_pytorch.py --touching --train-size 8 --steps 300 --augment elastic  # few images
     python 01_pytorch.py --resume checkpoints/unet_circles.pt --steps 200   # train on
     python 01_pytorch.py --predict picture.png   # segment your own image into predictions/
 """
@@ -153,6 +155,14 @@ class UNet(nn.Module):
 # ----------------------------------------------------------------------------- the recipe and the data
 
 
+AUGMENTATIONS = ("none", "flips", "elastic")
+# Paper, Sec. 3.1: σ = 10 px on 572² tiles, 1.7 % of the side, which at 64² would be 1.1 px and
+# move a circle's outline by under a pixel. 2 px (3 % of the side, a fifth of a typical radius)
+# visibly bends circles without folding the image: the field's largest slope stays far below 1.
+ELASTIC_SIGMA = 2.0
+LOSSES = ("bce", "dice", "bce+dice")
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a run. Each field is also the command-line option of the same
@@ -167,7 +177,9 @@ class TrainConfig:
     depth: int = cli.depth_option()
     base_channels: int = cli.base_channels_option()
     train_size: int = cli.train_size_option()
-    val_size: int = option(128, whole_number(1, 10_000), "validation images, and as many test images")
+    val_size: int = option(
+        recipe.VAL_SIZE, whole_number(1, 10_000), "validation images, and as many test images"
+    )
     seed: int = cli.seed_option()
     eval_every: int = option(100, whole_number(1, 1_000_000), "validate every this many steps and at the end")
     device: str = option(
@@ -178,6 +190,15 @@ class TrainConfig:
     mixed_precision: bool = option(True, help="train in fp32 on CUDA too, instead of bf16 autocast")
     touching: bool = option(False, help="clusters of circles 1-3 px apart, scored by object F1 too")
     weight_map: bool = option(False, help="weight each pixel's loss by the paper's eq. 2 (needs --touching)")
+    augment: str = option(
+        "none",
+        choices=AUGMENTATIONS,
+        help="flips: random 90° turns and mirrors; elastic: those and the paper's elastic deformation",
+    )
+    elastic_sigma: float = option(
+        ELASTIC_SIGMA, cli.number_in(0, 64), "--augment elastic: std of the 3×3 grid's displacements, px"
+    )
+    loss: str = option("bce", choices=LOSSES, help="per-pixel binary cross-entropy, soft Dice, or their sum")
 
 
 def model_args(config):
@@ -199,9 +220,10 @@ class CircleData:
     test: tuple
 
 
-def make_data(config):
-    """Each set drawn from its own seed: the held-out images are ones the net never trains on."""
-    draw = touching_circles if config.touching else synthetic_circles
+def make_data(config, draw=None):
+    """Each set drawn from its own seed: the held-out images are ones the net never trains on.
+    `draw(n, size, seed=)` replaces the circles the config names (benchmarks vary the data)."""
+    draw = draw or (touching_circles if config.touching else synthetic_circles)
     images, masks, *instances = draw(config.train_size, config.size, seed=config.seed)
     if config.weight_map:
         weights = np.stack([weight_map(labels) for labels in instances[0]])[:, None]
@@ -216,6 +238,109 @@ def make_data(config):
     return CircleData(
         *tensors, held_out(config.seed + recipe.VAL_SEED), held_out(config.seed + recipe.TEST_SEED)
     )
+
+
+# ----------------------------------------------------------------------------- augmentation (paper, Sec. 3.1)
+
+
+def random_flips(tensors, generator):
+    """Each image turned by a random multiple of 90° and mirrored or not: one of the square's
+    eight symmetries, the same for every tensor of that image. The paper wants invariance to
+    shifts and rotations; on a square pixel grid these eight cost no interpolation.
+
+    Inputs:
+    - tensors: a list of (B, C, H, W) tensors, H = W: images, masks, weights
+    - generator: a torch.Generator on the CPU, which the choices come from
+    Returns:
+    - the list, each tensor transformed image by image
+    """
+    turns = torch.randint(4, (len(tensors[0]),), generator=generator).tolist()
+    mirrors = torch.randint(2, (len(tensors[0]),), generator=generator).tolist()
+
+    def symmetry(x, turn, mirror):  # (C, H, W)
+        x = torch.rot90(x, turn, dims=(-2, -1))
+        return x.flip(-1) if mirror else x
+
+    return [
+        torch.stack([symmetry(*choice) for choice in zip(t, turns, mirrors, strict=True)]) for t in tensors
+    ]
+
+
+ELASTIC_GRID = 3  # paper, Sec. 3.1: "random displacement vectors on a coarse 3 by 3 grid"
+
+
+def elastic_displacements(batch, height, width, sigma, generator):
+    """Smooth random displacements (paper, Sec. 3.1): a vector at each node of a 3×3 grid
+    spanning the image, each component drawn from N(0, σ²) pixels, interpolated bicubically to
+    every pixel.
+
+    Returns:
+    - nodes: (B, 2, 3, 3), the (dy, dx) drawn at the grid's nodes, in pixels
+    - field: (B, 2, H, W) float64, the (dy, dx) of every pixel
+    """
+    shape = (batch, 2, ELASTIC_GRID, ELASTIC_GRID)
+    nodes = torch.randn(shape, generator=generator, dtype=torch.float64) * sigma
+    return nodes, displacement_field(nodes, height, width)
+
+
+def displacement_field(nodes, height, width):
+    """The nodes' (B, 2, 3, 3) displacements interpolated bicubically to (B, 2, H, W), the
+    corner nodes on the corner pixels: a smooth field that passes through every node."""
+    return F.interpolate(nodes, size=(height, width), mode="bicubic", align_corners=True)
+
+
+def warp(x, field, mode):
+    """x resampled where the field points: output pixel p takes the value at p + field(p),
+    mirrored at the border. "bicubic" for images; "nearest" for masks and weight maps, whose
+    values must stay the ones they were (no 0.5 on a mask's edge).
+
+    Inputs:
+    - x: (B, C, H, W); field: (B, 2, H, W) float64, (dy, dx) in pixels, on x's device
+    Returns:
+    - (B, C, H, W) in x's dtype
+    """
+    height, width = x.shape[-2:]
+    rows, cols = (torch.arange(n, dtype=field.dtype, device=field.device) for n in (height, width))
+    # grid_sample wants (x, y) in [-1, 1], ±1 the centres of the corner pixels (align_corners)
+    sample_x = (cols + field[:, 1]) * (2 / (width - 1)) - 1  # (B, H, W)
+    sample_y = (rows[:, None] + field[:, 0]) * (2 / (height - 1)) - 1
+    # Bicubic in float64: on the CPU, PyTorch's float32 bicubic is 4× slower, and float64 keeps
+    # a zero field the identity to 1e-14. Nearest neighbour only needs the pixel, in x's dtype.
+    dtype = torch.float64 if mode == "bicubic" else x.dtype
+    grid = torch.stack([sample_x, sample_y], dim=-1).to(dtype)  # (B, H, W, 2)
+    out = F.grid_sample(x.to(dtype), grid, mode=mode, padding_mode="reflection", align_corners=True)
+    return out.to(x.dtype)
+
+
+def augment(images, targets, config, generator):
+    """The batch as the network trains on it (--augment): "flips" (random turns and mirrors),
+    "elastic" (those, then one elastic deformation per image) or "none". The targets (masks,
+    weight maps) follow their image through the same transform; a weight map is warped with
+    its mask rather than recomputed, which smooth deformations leave nearly exact.
+
+    Returns:
+    - images, targets, and the displacement field (B, 2, H, W) used, or None
+    """
+    field = None
+    if config.augment != "none":
+        images, *targets = random_flips([images, *targets], generator)
+    if config.augment == "elastic":
+        _, field = elastic_displacements(len(images), *images.shape[-2:], config.elastic_sigma, generator)
+        field = field.to(images.device)
+        images, targets = warp(images, field, "bicubic"), [warp(t, field, "nearest") for t in targets]
+    return images, targets, field
+
+
+def augmentation_examples(data, config, count=5):
+    """The first training image and its mask, then under `count` draws of the run's
+    augmentation, with each draw's displacement field (None without elastic deformation):
+    what augmentation.png shows."""
+    generator = torch.Generator().manual_seed(config.seed)
+    image, mask = data.train_images[:1], data.train_masks[:1]
+    images, (masks,), field = augment(
+        image.repeat(count, 1, 1, 1), [mask.repeat(count, 1, 1, 1)], config, generator
+    )
+    return image[0, 0].numpy(), mask[0, 0].numpy(), images[:, 0].numpy(), masks[:, 0].numpy(), field
 
 
 # ----------------------------------------------------------------------------- training
@@ -241,19 +366,41 @@ def autocast_for(config, device):
 
 
 def shuffled_batches(n, batch_size, generator):
-    """Index batches without end, reshuffled every epoch; an epoch's last, smaller batch is dropped."""
+    """Index batches without end, reshuffled every epoch; an epoch's last, smaller batch is
+    dropped. With fewer images than a batch, each batch draws them with replacement."""
     while True:
+        if n < batch_size:
+            yield torch.randint(n, (batch_size,), generator=generator)
+            continue
         order = torch.randperm(n, generator=generator)
         for start in range(0, n - batch_size + 1, batch_size):
             yield order[start : start + batch_size]
 
 
-def train_step(model, images, masks, weights, optimizer, scheduler, autocast):
-    """One optimizer step on per-pixel binary cross-entropy of the logits (numerically
-    safer than a sigmoid followed by BCE), each pixel's term times its weight (all 1 unless
-    --weight-map), returning the batch loss."""
+def soft_dice_loss(logits, masks, smooth=1.0):
+    """1 − soft Dice over the whole batch, (2·Σ p·y + 1) / (Σ p + Σ y + 1) with p = σ(logit).
+
+    It scores overlap rather than pixels, so a rare foreground counts as much as a common one;
+    the 1 added above and below keeps an empty mask finite (an empty prediction of it scores 0).
+    """
+    probabilities = torch.sigmoid(logits.float())
+    overlap = (probabilities * masks).sum()
+    return 1 - (2 * overlap + smooth) / (probabilities.sum() + masks.sum() + smooth)
+
+
+def segmentation_loss(logits, masks, weights, loss):
+    """--loss: "bce", per-pixel binary cross-entropy of the logits (numerically safer than a
+    sigmoid followed by BCE), each pixel's term times its weight (all 1 unless --weight-map);
+    "dice", soft Dice, which has no per-pixel terms to weight; "bce+dice", their sum."""
+    terms = loss.split("+")
+    bce = F.binary_cross_entropy_with_logits(logits, masks, weight=weights) if "bce" in terms else 0
+    return bce + (soft_dice_loss(logits, masks) if "dice" in terms else 0)
+
+
+def train_step(model, images, masks, weights, optimizer, scheduler, autocast, loss="bce"):
+    """One optimizer step on the segmentation loss, returning the batch's loss."""
     with autocast():
-        loss = F.binary_cross_entropy_with_logits(model(images), masks, weight=weights)
+        loss = segmentation_loss(model(images), masks, weights, loss)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -262,8 +409,9 @@ def train_step(model, images, masks, weights, optimizer, scheduler, autocast):
 
 
 def total_steps(config):
-    """--steps if given, else --epochs passes over the training set."""
-    return config.steps or config.epochs * (config.train_size // config.batch_size)
+    """--steps if given, else --epochs passes over the training set, an epoch being as many
+    whole batches as the set holds, and at least one (a set smaller than a batch)."""
+    return config.steps or config.epochs * max(1, config.train_size // config.batch_size)
 
 
 def make_scheduler(optimizer, config, steps):
@@ -315,6 +463,7 @@ def train(model, optimizer, data, config, device, autocast):
     batches = shuffled_batches(
         len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
     )
+    augmentation = torch.Generator().manual_seed(config.seed + recipe.AUGMENT_SEED)
     checkpoints_at = recipe.evaluation_steps(steps, config.eval_every)
     history, losses, untrained_loss, evaluating, start = [], [], None, 0.0, time.perf_counter()
     for step in tqdm(range(steps + 1), desc="training", unit="step", file=sys.stdout):
@@ -323,7 +472,10 @@ def train(model, optimizer, data, config, device, autocast):
             images, masks, weights = (
                 t[index].to(device) for t in (data.train_images, data.train_masks, data.train_weights)
             )
-            losses.append(train_step(model, images, masks, weights, optimizer, scheduler, autocast))
+            images, (masks, weights), _ = augment(images, [masks, weights], config, augmentation)
+            losses.append(
+                train_step(model, images, masks, weights, optimizer, scheduler, autocast, config.loss)
+            )
             if not math.isfinite(losses[-1]):
                 raise Diverged(f"the loss became {losses[-1]} at step {step}")
             untrained_loss = untrained_loss or losses[0]  # step 1's, measured before its update
@@ -369,6 +521,19 @@ def evaluate(model, held_out, device, autocast, prefix="val"):
 # ----------------------------------------------------------------------------- outputs
 
 
+def augmentation_name(config):
+    """--augment in words, σ included, for the summary and the figures."""
+    if config.augment == "elastic":
+        return f"flips and elastic deformation (σ {config.elastic_sigma:g} px)"
+    return {"none": "no augmentation", "flips": "flips (90° turns and mirrors)"}[config.augment]
+
+
+def loss_name(config):
+    """The training loss in words, for the curves' legend."""
+    names = {"bce": "BCE", "dice": "soft Dice loss", "bce+dice": "BCE + soft Dice"}
+    return names[config.loss] + " (BCE weighted by the weight map, eq. 2)" * config.weight_map
+
+
 def training_outputs(out, checkpoint, config):
     """Every file a training run writes, in the order it writes them: the checkpoint first, as it
     is what costs minutes to remake (if the disk fills up, the figures are what is missing)."""
@@ -379,12 +544,13 @@ def training_outputs(out, checkpoint, config):
         "training_curves.png",
     ]
     figures += ["weight_map.png"] * config.weight_map
+    figures += ["augmentation.png"] * (config.augment != "none")
     return [checkpoint, checkpoint.with_suffix(".npz"), *(out / name for name in figures)]
 
 
 def save_outputs(args, config, step, model, optimizer, history, final, data, preds):
     """The checkpoint (.pt and .npz, one run_id), metrics.json, the figure the README shows, the
-    errors, the curves, and with --weight-map the map itself."""
+    errors, the curves, with --weight-map the map itself, and with --augment what it draws."""
     run_id, out = checkpoints.new_run_id(), args.out
     checkpoints.save(
         args.checkpoint,
@@ -404,15 +570,22 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
     instances = None if instances is None else instances[shown]
     variant = "" if config.skip else " without skip connections"
     variant += ", touching circles" * config.touching + ", weight map" * config.weight_map
+    variant += f", {config.augment} augmentation" * (config.augment != "none")
+    variant += f", {config.loss} loss" * (config.loss != "bce")
     labels = [f"Dice {d:.3f}" for d in dice(preds, masks, per_image=True)]
     segmentation, errors = out / "pytorch_unet_segmentation.png", out / "prediction_errors.png"
     title = f"U-Net{variant}: {describe_scores(final)}"
     plotting.save_segmentation_figure(images, masks, preds, segmentation, title=title, row_labels=labels)
     plotting.save_error_figure(images, preds, masks, errors, instances)
-    plotting.save_training_curves(history, out / "training_curves.png", weighted=config.weight_map)
+    plotting.save_training_curves(history, out / "training_curves.png", loss=loss_name(config))
     if config.weight_map:
         train = (data.train_images, data.train_masks, data.train_weights)
         plotting.save_weight_map_figure(*(t[0, 0].numpy() for t in train), out / "weight_map.png")
+    if config.augment != "none":
+        path = out / "augmentation.png"
+        plotting.save_augmentation_figure(
+            *augmentation_examples(data, config), path, title=augmentation_name(config)
+        )
 
 
 # ----------------------------------------------------------------------------- your own image
@@ -491,14 +664,21 @@ def check_training(parser, args, device):
     )
     outputs = training_outputs(args.out, args.checkpoint, config)
     needs_instances = "needs --touching, whose circles carry the instance labels the map is built from"
+    unweighted_dice = "dice has no per-pixel terms for --weight-map to weigh; use --loss bce or bce+dice"
     cli.check_rules(
         parser,
         [  # (option, what is wrong or a false value), in the order a user should fix them
             ("--size", size_error(config.size, config.depth, "same")),
             *memory,
-            ("--batch-size", config.batch_size > config.train_size and "more than --train-size"),
             ("--batch-size", batch_norm_problem(config.batch_size, config.size, config.depth, "same")),
             ("--weight-map", config.weight_map and not config.touching and needs_instances),
+            ("--loss", config.loss == "dice" and config.weight_map and unweighted_dice),
+            (
+                "--elastic-sigma",
+                config.augment != "elastic"
+                and config.elastic_sigma != ELASTIC_SIGMA
+                and "is for --augment elastic",
+            ),
             ("--checkpoint", args.checkpoint.suffix != ".pt" and "give a .pt path; the .npz goes beside it"),
             ("--checkpoint", cli.first_refusal(outputs[:2])),
             ("--checkpoint", next(filter(None, map(foreign, outputs[:2])), None)),  # the user's own file?
@@ -562,7 +742,8 @@ def run_training(args, device, config, resumed):
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"UNet(base_channels={config.base_channels}, depth={config.depth}): {n_params:,} parameters, "
-        f"training on {device.type}, {config.train_size} images of {config.size}×{config.size}"
+        f"training on {device.type}, {config.train_size} images of {config.size}×{config.size}, "
+        f"{augmentation_name(config)}, loss {config.loss}"
         + (f", resuming {args.resume} at step {resumed.step}" if resumed else "")
     )
     autocast = autocast_for(config, device)

@@ -6,9 +6,6 @@ and a figure of the test image where the weight map helps most: the map, both pr
 """
 
 import argparse
-import contextlib
-import importlib
-import io
 import statistics
 import sys
 from dataclasses import replace
@@ -22,33 +19,22 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.runs import lesson, train_and_predict  # noqa: E402
 from common.data import touching_circles  # noqa: E402
 from common.metrics import object_f1  # noqa: E402
 from common.plotting import save_figure  # noqa: E402
 from common.weight_map import weight_map  # noqa: E402
 
-lesson = importlib.import_module("01_pytorch")
 
-
-def train_and_predict(config, balanced=True):
-    """Test scores and masks of one run, as `01_pytorch.py` would train it; with
-    balanced=False, the weight map without its class-balancing term w_c (the separation alone)."""
-    device = torch.device("cpu")
-    torch.manual_seed(config.seed)
+def weight_map_data(config, balanced):
+    """The circles make_data draws, their weight maps without the class-balancing term w_c
+    (the separation alone) unless `balanced`."""
     data = lesson.make_data(config)
     if config.weight_map and not balanced:
-        _, _, instances = touching_circles(
-            config.train_size, config.size, seed=config.seed
-        )  # as make_data drew
+        _, _, instances = touching_circles(config.train_size, config.size, seed=config.seed)  # as drawn
         maps = np.stack([weight_map(labels, balanced=False) for labels in instances])[:, None]
         data.train_weights = torch.from_numpy(maps)
-    model = lesson.build_model(config, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    autocast = lesson.autocast_for(config, device)
-    with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-        lesson.train(model, optimizer, data, config, device, autocast)
-    scores, preds = lesson.evaluate(model, data.test, device, autocast, prefix="test")
-    return scores, preds, data
+    return data
 
 
 def main():
@@ -66,7 +52,7 @@ def main():
             config = replace(
                 lesson.TrainConfig(), seed=seed, steps=args.steps, touching=True, weight_map=weighted
             )
-            runs[weighted] = train_and_predict(config, balanced=not args.separation_only)
+            runs[weighted] = train_and_predict(config, weight_map_data(config, not args.separation_only))
             scores = runs[weighted][0]
             results[weighted].append(scores)
             print(f"seed {seed}, weight map {'on ' if weighted else 'off'}: {describe(scores)}", flush=True)

@@ -61,6 +61,24 @@ def whole_number(smallest, largest):
     return check
 
 
+def number_in(smallest, largest):
+    """An argparse type: a finite number in [smallest, largest], the range named when refused."""
+
+    def check(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not smallest <= value <= largest:  # NaN fails this too
+            raise argparse.ArgumentTypeError(
+                f"expected a number from {smallest:g} to {largest:g}, got {text!r}"
+            )
+        return value
+
+    check.limits = f"{smallest:g} to {largest:g}"  # for --help
+    return check
+
+
 def positive_float(text):
     try:
         value = float(text)

@@ -6,6 +6,7 @@ with `per_image=True`. Two empty masks agree perfectly and score 1.0.
 """
 
 import numpy as np
+from scipy import ndimage
 
 
 def _as_images(mask):
@@ -108,26 +109,21 @@ def boundary_f1(pred, target, tolerance=0, per_image=False):
     return _reduce(f1, per_image)
 
 
+# 4-neighbours within an image, never across the images of a batch: (image, row, column)
+FOUR_NEIGHBOURS = np.zeros((3, 3, 3), bool)
+FOUR_NEIGHBOURS[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+
+
 def label_components(mask):
     """Connected components (4-neighbour) of (N, H, W) bool masks: 0 for background, and for
-    each object a label of its own, unique within its image.
+    each object a label of its own, unique within the batch.
 
-    Every object pixel starts with its own index and repeatedly takes the smallest label among
-    itself and its object neighbours; when nothing changes, each object holds one label. The
-    passes, each vectorised over all images, are as many as the longest path inside an object.
+    scipy.ndimage.label does it in one raster scan with union-find. (A vectorised NumPy
+    version, each pixel taking its neighbours' smallest label until nothing changes, needs as
+    many passes as the longest path inside an object: 10 s for the noisy predictions of a
+    half-trained net on 256 images, against 0.03 s here.)
     """
-    n, height, width = mask.shape
-    big = np.int64(height * width + 1)
-    labels = np.where(mask, np.arange(1, height * width + 1).reshape(1, height, width), big)
-    while True:
-        padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)), constant_values=big)
-        smallest = np.minimum.reduce(
-            [labels, padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]]
-        )
-        smallest = np.where(mask, smallest, big)
-        if np.array_equal(smallest, labels):
-            return np.where(mask, labels, 0)
-        labels = smallest
+    return ndimage.label(mask, structure=FOUR_NEIGHBOURS)[0]
 
 
 def match_objects(found, truth, threshold=0.5):

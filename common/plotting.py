@@ -145,7 +145,7 @@ ERROR_FLOOR = 1e-4  # a perfect score would be log(0): errors are drawn at least
 CURVES = {"val_dice": "1 − Dice", "val_boundary_f1": "1 − boundary F1", "val_object_f1": "1 − object F1"}
 
 
-def save_training_curves(history, path, weighted=False):
+def save_training_curves(history, path, loss="BCE"):
     """Training loss and validation errors against optimizer step, both on log axes, so that
     the last tenths of a percent stay visible; the step axis is linear up to 10 (step 0 is the
     untrained net) and logarithmic beyond, where learning slows.
@@ -153,13 +153,13 @@ def save_training_curves(history, path, weighted=False):
     Inputs:
     - history: list of dicts with `step`, `train_loss` (None at step 0) and validation scores
       (`val_dice`, `val_boundary_f1`, and `val_object_f1` if present)
-    - weighted: whether the loss was weighted by the weight map (eq. 2), said in the legend
+    - loss: the training loss in words, for the legend (whether the weight map weighted it, say)
     """
     steps = np.array([entry["step"] for entry in history])
     trained = [(entry["step"], entry["train_loss"]) for entry in history if entry["train_loss"] is not None]
     figure = Figure(figsize=(11, 3.8))
     loss_ax, error_ax = figure.subplots(1, 2)
-    label = "training BCE, weighted by the weight map (eq. 2)" if weighted else "training BCE"
+    label = f"training {loss}"
     if trained:
         loss_ax.plot(*zip(*trained, strict=True), marker=".", label=label)
     loss_ax.set(ylabel="mean loss since the previous point", yscale="log", title="Loss")
@@ -173,6 +173,46 @@ def save_training_curves(history, path, weighted=False):
         ax.set(xlabel="step", xlim=(0, None))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=9)
+    save_figure(figure, path)
+
+
+GRID_LINES = 8  # lattice lines drawn across an elastically deformed image, each way
+
+
+def save_augmentation_figure(image, mask, images, masks, field, path, title=""):
+    """One training image and its mask, then as augmentation drew them: images above, masks
+    below. With an elastic displacement field, the lattice that was straight before the
+    deformation is drawn over each draw, bent as the deformation bent it: output pixel p took
+    its value from p + field(p), so a lattice line sits where rows + dy (or columns + dx) is a
+    multiple of the lattice's spacing.
+
+    Inputs:
+    - image, mask: (H, W)
+    - images, masks: (D, H, W), the D draws
+    - field: (D, 2, H, W) displacements (dy, dx) in pixels, or None
+    """
+    draws = len(images)
+    figure = Figure(figsize=(2.4 * (draws + 1), 5.2))
+    axes = figure.subplots(2, draws + 1, squeeze=False)
+    height, width = image.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    spacing = max(height, width) / GRID_LINES
+    for column, (shown, truth) in enumerate(zip([image, *images], [mask, *masks], strict=True)):
+        axes[0, column].imshow(shown, cmap="gray", interpolation="nearest")
+        axes[1, column].imshow(truth, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
+        axes[0, column].set_title("original" if column == 0 else f"draw {column}", fontsize=11)
+        if field is not None and column > 0:
+            dy, dx = np.asarray(field[column - 1])
+            for ax in axes[:, column]:
+                for source in (rows + dy, cols + dx):
+                    levels = np.arange(0, max(height, width) + spacing, spacing)
+                    ax.contour(source, levels=levels, colors="gold", linewidths=0.6)
+        for ax in axes[:, column]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("image", fontsize=11)
+    axes[1, 0].set_ylabel("mask", fontsize=11)
+    figure.suptitle(title, fontsize=12)
     save_figure(figure, path)
 
 

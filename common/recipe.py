@@ -4,6 +4,7 @@ OneCycleLR; 00_scratch.py --train computes it itself, and a test holds the two e
 
 VAL_SEED = 10_000  # added to --seed: the validation set, never trained on
 TEST_SEED = 30_000  # the test set, for the final scores only
+AUGMENT_SEED = 40_000  # 01_pytorch.py's augmentation draws, apart from the batch order's
 VAL_SIZE = 128  # images in each held-out set
 DIV_FACTOR = 2  # the one-cycle schedule starts at lr/2
 

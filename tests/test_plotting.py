@@ -27,7 +27,7 @@ def test_segmentation_figure_is_a_png_with_one_row_per_image(tmp_path):
     assert height4 > 1.7 * height2  # rows stack downwards
 
 
-def test_training_curves_draw_the_history_on_log_axes(tmp_path, monkeypatch):
+def test_training_curves_draw_the_history_on_log_axes(tmp_path, monkeypatch, pytorch_script):
     import common.plotting as plotting
 
     drawn = {}
@@ -37,12 +37,13 @@ def test_training_curves_draw_the_history_on_log_axes(tmp_path, monkeypatch):
         {"step": 5, "train_loss": 0.5, "val_dice": 0.9, "val_boundary_f1": 0.5},
         {"step": 10, "train_loss": 0.1, "val_dice": 1.0, "val_boundary_f1": 0.99},
     ]
-    plotting.save_training_curves(history, tmp_path / "curves.png", weighted=True)
+    config = pytorch_script.TrainConfig(touching=True, weight_map=True, loss="bce+dice")
+    plotting.save_training_curves(history, tmp_path / "curves.png", loss=pytorch_script.loss_name(config))
     loss_ax, error_ax = drawn["figure"].axes
     (loss,) = loss_ax.lines
     np.testing.assert_array_equal(loss.get_xdata(), [5, 10])  # no training loss before step 0's update
     np.testing.assert_array_equal(loss.get_ydata(), [0.5, 0.1])
-    assert "weighted by the weight map" in loss.get_label()
+    assert loss.get_label() == "training BCE + soft Dice (BCE weighted by the weight map, eq. 2)"
     dice_error, boundary_error = error_ax.lines
     np.testing.assert_allclose(dice_error.get_ydata(), [0.8, 0.1, 1e-4])  # a perfect Dice, floored
     np.testing.assert_allclose(boundary_error.get_ydata(), [0.99, 0.5, 0.01])
@@ -86,3 +87,23 @@ def test_the_error_figure_is_drawn_from_the_metrics(tmp_path, monkeypatch):
         np.testing.assert_array_equal(painted(rgb, plotting.FATE_COLOURS[fate]), expected)
     np.testing.assert_array_equal(painted(rgb, plotting.FATE_COLOURS["spurious"]), spurious)
     assert "merged" in fates.values()
+
+
+def test_the_augmentation_lattice_bends_as_the_field_moved_the_pixels(tmp_path, monkeypatch):
+    """Output pixel p took its value from p + field(p): under a constant shift dx = 3 the lattice's
+    vertical lines, straight at multiples of 8 px before, are drawn 3 px to the left."""
+    import common.plotting as plotting
+
+    drawn = {}
+    monkeypatch.setattr(plotting, "save_figure", lambda figure, path: drawn.setdefault("figure", figure))
+    image = np.zeros((64, 64))
+    field = np.zeros((1, 2, 64, 64))
+    field[:, 1] = 3.0
+    plotting.save_augmentation_figure(image, image, image[None], image[None], field, tmp_path / "a.png")
+    original, draw = drawn["figure"].axes[0], drawn["figure"].axes[1]
+    assert not original.collections  # no field, no lattice
+    horizontal, vertical = (draw.collections[i].get_paths() for i in (0, 1))  # rows + dy, cols + dx
+    lines = [path.vertices for path in vertical if len(path.vertices)]
+    assert [set(line[:, 0]) for line in lines] == [{x} for x in range(5, 64, 8)]  # cols + 3 = 8, 16, …
+    lines = [path.vertices for path in horizontal if len(path.vertices)]
+    assert [set(line[:, 1]) for line in lines] == [{y} for y in range(0, 64, 8)]  # rows: unmoved

@@ -140,3 +140,30 @@ def test_the_separation_term_alone():
     instances = np.array([[1, 0, 0, 0, 2]])
     w = weight_map(instances, balanced=False)
     assert w[0, 0] == 1.0 and w[0, 2] == pytest.approx(1 + 10 * np.exp(-16 / 50), rel=1e-6)
+
+
+def flood_fill_components(mask):
+    """Brute force: each unvisited object pixel starts a component, grown through 4-neighbours."""
+    components, seen = [], np.zeros_like(mask)
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        stack, members = [start], set()
+        while stack:
+            y, x = stack.pop()
+            if 0 <= y < mask.shape[0] and 0 <= x < mask.shape[1] and mask[y, x] and not seen[y, x]:
+                seen[y, x] = True
+                members.add((y, x))
+                stack += [(y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)]
+        components.append(frozenset(members))
+    return set(components)
+
+
+def test_label_components_match_a_flood_fill_and_stay_within_their_image():
+    masks = np.random.default_rng(0).random((3, 12, 15)) > 0.45  # near percolation: winding objects
+    masks[:, -1], masks[:, 0] = True, True  # an object on the last row of one image and the first of the next
+    labels = label_components(masks)
+    for image, found in zip(masks, labels, strict=True):
+        ours = {frozenset(map(tuple, np.argwhere(found == k))) for k in np.unique(found[found > 0])}
+        assert ours == flood_fill_components(image)
+    assert not set(np.unique(labels[0])[1:]) & set(np.unique(labels[1])[1:])
