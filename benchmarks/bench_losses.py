@@ -60,11 +60,9 @@ def main():
     print(f"medians over seeds {args.seeds}, {args.steps} steps, test images")
     print("| data | loss | Dice | boundary F1 | foreground found |")
     for (case, loss), runs in results.items():
-        middle = medians(runs)
-        found = np.median([run["found"] for run in runs])
-        print(
-            f"| {case} | {loss} | {middle['test_dice']:.3f} | {middle['test_boundary_f1']:.3f} | {found:.2f} |"
-        )
+        middle, found = medians(runs), np.median([run["found"] for run in runs])
+        dice, boundary = middle["test_dice"], middle["test_boundary_f1"]
+        print(f"| {case} | {loss} | {dice:.3f} | {boundary:.3f} | {found:.2f} |")
 
 
 if __name__ == "__main__":
