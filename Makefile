@@ -21,7 +21,7 @@ demo: $(INSTALLED)
 	$(PY) 01_pytorch.py --out $(OUT) --checkpoint $(CHECKPOINT) $(TRAIN_ARGS)
 	$(PY) 00_scratch.py --weights $(basename $(CHECKPOINT)).npz --out $(OUT)
 
-# Every other figure the README shows, each by the command the README names under it (several minutes).
+# Every other figure the README shows, each by the command the README names under it (about 35 minutes).
 figures: demo
 	$(PY) 00_scratch.py --paper --figure $(OUT)/unet_paper_architecture.png > /dev/null
 	$(PY) 01_pytorch.py --no-skip --out $(OUT)/no_skip --checkpoint checkpoints/no_skip.pt
@@ -34,6 +34,9 @@ figures: demo
 	$(PY) benchmarks/bench_tiling.py --checkpoint $(CHECKPOINT) --figure $(OUT)/tiling_seams.png
 	$(PY) 00_scratch.py --train --out $(OUT)
 	$(PY) benchmarks/bench_parity.py --figure $(OUT)/numpy_pytorch_parity.png
+	$(PY) 01_pytorch.py --touching --train-size 8 --steps 300 --augment elastic --out $(OUT)/few_elastic \
+		--checkpoint checkpoints/few_elastic.pt
+	$(PY) benchmarks/bench_data_efficiency.py --figure $(OUT)/data_efficiency.png  # 45 runs, about 25 min
 
 test: $(INSTALLED)
 	$(PY) -m pytest
@@ -46,6 +49,8 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_weight_map.py --steps 150
 	$(PY) benchmarks/bench_tiling.py
+	$(PY) benchmarks/bench_data_efficiency.py
+	$(PY) benchmarks/bench_losses.py
 
 clean:
 	rm -rf $(VENV) checkpoints .pytest_cache
