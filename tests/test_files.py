@@ -68,7 +68,11 @@ def test_an_interrupt_during_the_renames_waits_until_both_are_in_place(
     def terminate(signum, frame):
         raise SystemExit(143)  # what a program that cleans up on SIGTERM does
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    # Python's own handlers, whatever the shell that started the tests left (a background job ignores SIGINT)
+    previous = (
+        signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.signal(signal.SIGTERM, terminate),
+    )
     renamed = []
     original_replace = os.replace
 
@@ -85,7 +89,8 @@ def test_an_interrupt_during_the_renames_waits_until_both_are_in_place(
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are back
         assert signal.getsignal(signal.SIGTERM) is terminate
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
     assert renamed == list(old_pair)
     assert_untouched(tmp_path, dict.fromkeys(old_pair, b"new"))
 
