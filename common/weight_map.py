@@ -9,9 +9,10 @@ paper's Fig. 3d, the second term lights up the background between objects only: 
 object d1 = 0, and the term would weigh the whole interior of every crowded object.
 """
 
-import numpy as np
+import math
 
-from common.metrics import boundary
+import numpy as np
+from scipy import ndimage
 
 
 def class_balance(mask):
@@ -28,26 +29,40 @@ def class_balance(mask):
     return np.where(mask, 0.5 / foreground, 0.5 / (1 - foreground)).astype(np.float32)
 
 
-def object_distances(instances):
-    """Distance from every pixel to every object: 0 inside it, else to its nearest edge pixel.
+# A separation term smaller than this changes no weight: w_c ≥ 0.5, and float32 steps by 6e-8 there.
+NEGLIGIBLE = 1e-7
+
+
+def nearest_two_distances(instances, reach):
+    """d1 and d2 of eq. 2 at every pixel: its distances to the nearest and the second-nearest
+    object (0 inside an object), each an exact Euclidean distance to the object's nearest pixel.
+
+    Only distances below `reach` are computed, each object's in its bounding box grown by
+    `reach` (scipy's exact distance transform there): beyond it w0·exp(−(d1 + d2)²/2σ²) is
+    below what a float32 weight of order 1 can hold, and the cost grows with the objects' area, not with
+    the image's area times their number (a 2048×2048 image of a thousand cells in well under a
+    second, against minutes for every pixel to every edge).
 
     Inputs:
     - instances: (H, W) int, 0 = background, 1…K the objects
     Returns:
-    - (K, H, W) float32
+    - d1, d2: (H, W) float32, `inf` where no object (or no second object) is within `reach`
     """
-    height, width = instances.shape
-    grid = np.stack(np.mgrid[0:height, 0:width], axis=-1).reshape(-1, 1, 2).astype(np.float32)  # (HW, 1, 2)
-    labels = [label for label in np.unique(instances) if label != 0]
-    distances = np.empty((len(labels), height, width), dtype=np.float32)
-    for k, label in enumerate(labels):  # a few objects; every pixel at once
-        obj = instances == label
-        edge = np.argwhere(boundary(obj[None])[0]).astype(
-            np.float32
-        )  # (P, 2): outside, the nearest point is here
-        nearest = np.sqrt(((grid - edge[None]) ** 2).sum(axis=-1).min(axis=1)).reshape(height, width)
-        distances[k] = np.where(obj, 0.0, nearest)
-    return distances
+    d1 = np.full(instances.shape, np.inf, dtype=np.float32)
+    d2 = d1.copy()
+    grow = math.ceil(reach)
+    for label, box in enumerate(ndimage.find_objects(instances), start=1):
+        if box is None:  # a label the image does not use
+            continue
+        window = tuple(
+            slice(max(0, side.start - grow), min(n, side.stop + grow))
+            for side, n in zip(box, instances.shape, strict=True)
+        )
+        distance = ndimage.distance_transform_edt(instances[window] != label).astype(np.float32)
+        near1, near2 = d1[window], d2[window]  # views: updated in place
+        near2[:] = np.minimum(near2, np.maximum(near1, distance))
+        near1[:] = np.minimum(near1, distance)
+    return d1, d2
 
 
 def weight_map(instances, w0=10.0, sigma=5.0, balanced=True):
@@ -64,9 +79,8 @@ def weight_map(instances, w0=10.0, sigma=5.0, balanced=True):
     """
     mask = instances > 0
     balance = class_balance(mask) if balanced else np.ones(mask.shape, dtype=np.float32)
-    distances = object_distances(instances)
-    if len(distances) < 2:  # no second object: no gap to guard
-        return balance
-    d1, d2 = np.sort(distances, axis=0)[:2]
-    separation = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+    # Where d1 + d2 > reach the separation term is below NEGLIGIBLE.
+    reach = sigma * math.sqrt(2 * math.log(w0 / NEGLIGIBLE))
+    d1, d2 = nearest_two_distances(instances, reach)
+    separation = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))  # exp(−inf) = 0: no second object near
     return balance + np.where(instances == 0, separation, 0.0).astype(np.float32)

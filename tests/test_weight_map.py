@@ -36,6 +36,27 @@ def test_weight_map_two_discs_against_brute_force_distances():
     assert gap > 8 and w[0, 0] < 1.5  # the gap (d1 = 1, d2 = 2) weighs many times a far pixel
 
 
+def test_weight_map_of_a_crowded_image_equals_every_pixel_to_every_object():
+    """Each object's distances computed in its own grown box give the map that measuring every
+    pixel against every object pixel gives, with clusters where the second-nearest object is
+    not the second-nearest box."""
+    _, _, instances = touching_circles(3, 64, seed=5)
+    offsets = np.cumsum([0] + [labels.max() for labels in instances[:-1]])
+    instances = np.concatenate(
+        [np.where(labels > 0, labels + offset, 0) for labels, offset in zip(instances, offsets, strict=True)],
+        axis=1,
+    )  # (64, 192): three images side by side, each object its own label
+    points = np.argwhere(np.ones(instances.shape, bool))[:, None, :]  # (HW, 1, 2)
+    distances = []
+    for label in range(1, instances.max() + 1):
+        pixels = np.argwhere(instances == label)[None]  # (1, P, 2)
+        distances.append(np.sqrt(((points - pixels) ** 2).sum(-1)).min(-1).reshape(instances.shape))
+    assert len(distances) >= 6
+    d1, d2 = np.sort(distances, axis=0)[:2]
+    expected = class_balance(instances > 0) + 10 * np.exp(-((d1 + d2) ** 2) / 50) * (instances == 0)
+    np.testing.assert_allclose(weight_map(instances), expected, rtol=1e-6, atol=1e-7)
+
+
 def test_class_balance_gives_each_class_half_the_weight():
     mask = np.zeros((4, 4), bool)
     mask[0, :2] = True
