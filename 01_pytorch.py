@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common import checkpoints, cli, plotting, recipe
+from common import checkpoints, cli, dataset, plotting, recipe
 from common.checkpoints import CheckpointError, foreign
 from common.cli import option, whole_number
 from common.data import standardize, synthetic_circles, touching_circles
+from common.dataset import DataError
 from common.files import atomic_write_all, save_json
 from common.geometry import (
     batch_norm_problem,
@@ -39,8 +40,8 @@ from common.geometry import (
     size_error,
     training_memory_problems,
 )
-from common.images import MAX_PIXELS, ImageError, mask_pixels, png_writer, read_image
-from common.metrics import describe_scores, dice, foreground, segmentation_scores
+from common.images import MAX_LABEL, MAX_PIXELS, ImageError, mask_pixels, png_writer, read_image
+from common.metrics import describe_scores, dice, foreground, label_components, segmentation_scores
 from common.tiling import kept_step, predict_tiled, tiling_problems
 from common.weight_map import weight_map
 
@@ -191,14 +192,24 @@ class TrainConfig:
     touching: bool = option(False, help="clusters of circles 1-3 px apart, scored by object F1 too")
     weight_map: bool = option(False, help="weight each pixel's loss by the paper's eq. 2 (needs --touching)")
     augment: str = option(
-        "none",
-        choices=AUGMENTATIONS,
-        help="flips: random 90° turns and mirrors; elastic: those and the paper's elastic deformation",
+        "auto",
+        choices=("auto", *AUGMENTATIONS),
+        help="flips: random 90° turns and mirrors; elastic: those and the paper's elastic deformation; "
+        "auto: elastic for --images, none for the circles",
     )
     elastic_sigma: float = option(
         ELASTIC_SIGMA, cli.number_in(0, 64), "--augment elastic: std of the 3×3 grid's displacements, px"
     )
     loss: str = option("bce", choices=LOSSES, help="per-pixel binary cross-entropy, soft Dice, or their sum")
+    images: str | None = option(None, cli.readable_folder, "train on the images in this folder, not circles")
+    masks: str | None = option(
+        None, cli.readable_folder, "--images: their masks, a.* or a_mask.* for image a.*"
+    )
+    val_images: str | None = option(None, cli.readable_folder, "--images: validate on these images instead")
+    val_masks: str | None = option(None, cli.readable_folder, "--val-images: their masks")
+    val_fraction: float = option(
+        0.2, cli.number_in(0.01, 0.9), "--images alone: the share held out (of one image: its last columns)"
+    )
 
 
 def model_args(config):
@@ -238,6 +249,77 @@ def make_data(config, draw=None):
     return CircleData(
         *tensors, held_out(config.seed + recipe.VAL_SEED), held_out(config.seed + recipe.TEST_SEED)
     )
+
+
+# ----------------------------------------------------------------------------- your own images, in tiles
+
+
+@dataclass
+class TileData:
+    """Your own images (--images): a few, of any size. Training cuts tiles from them at random
+    places, as the paper trained on tiles of large images; the held-out images are scored whole,
+    segmented tile by tile as --predict segments them. There is no third set: the validation
+    images give the final scores."""
+
+    train: list  # common.dataset.Annotated: standardised image, instance labels
+    weights: list  # (H, W) float32 per training image: eq. 2 with --weight-map, else ones
+    val: list
+    test: None = None
+
+
+def tile_data(config, train, val):
+    """TileData from the images read (common/dataset.py), with each training image's weight
+    map computed once, on the whole image, so that a tile's gaps see objects beyond its edge."""
+    weights = [
+        weight_map(a.instances) if config.weight_map else np.ones(a.image.shape, np.float32) for a in train
+    ]
+    return TileData(train, weights, val)
+
+
+def random_tiles(data, size, count, generator):
+    """`count` tiles of size² at random places of the training images, each image chosen in
+    proportion to the places it offers, so that every pixel is about as likely to be trained on.
+
+    Returns:
+    - images, masks, weights: (count, 1, size, size) float32
+    """
+    shapes = [a.image.shape for a in data.train]
+    places = torch.tensor([(h - size + 1) * (w - size + 1) for h, w in shapes], dtype=torch.float64)
+    chosen = torch.multinomial(places, count, replacement=True, generator=generator)
+    tiles = []
+    for k in chosen.tolist():
+        (height, width), a = shapes[k], data.train[k]
+        top, left = (int(torch.randint(n - size + 1, (1,), generator=generator)) for n in (height, width))
+        window = np.s_[top : top + size, left : left + size]
+        tiles.append([a.image[window], a.mask[window], data.weights[k][window]])
+    return [torch.from_numpy(np.stack(t)[:, None].astype(np.float32)) for t in zip(*tiles, strict=True)]
+
+
+def training_batches(data, config):
+    """Batches (images, masks, weights) for ever: shuffled circle images, or fresh tiles."""
+    generator = torch.Generator().manual_seed(config.seed)
+    if isinstance(data, TileData):
+        while True:
+            yield random_tiles(data, config.size, config.batch_size, generator)
+    for index in shuffled_batches(len(data.train_images), config.batch_size, generator):
+        yield data.train_images[index], data.train_masks[index], data.train_weights[index]
+
+
+def steps_per_epoch(data, config):
+    """Circles: as many whole batches as the set holds, and at least one (a set smaller than a
+    batch). Tiles: as many batches as it takes tiles to cover the training pixels once."""
+    if isinstance(data, TileData):
+        tiles = math.ceil(sum(a.image.size for a in data.train) / config.size**2)
+        return math.ceil(tiles / config.batch_size)
+    return max(1, len(data.train_images) // config.batch_size)
+
+
+def first_training_example(data, config):
+    """One training image (a tile of your own), its mask and weights, (1, 1, H, W) each: what
+    the weight map and augmentation figures show."""
+    if isinstance(data, TileData):
+        return random_tiles(data, config.size, 1, torch.Generator().manual_seed(config.seed))
+    return data.train_images[:1], data.train_masks[:1], data.train_weights[:1]
 
 
 # ----------------------------------------------------------------------------- augmentation (paper, Sec. 3.1)
@@ -337,7 +419,7 @@ def augmentation_examples(data, config, count=5):
     augmentation, with each draw's displacement field (None without elastic deformation):
     what augmentation.png shows."""
     generator = torch.Generator().manual_seed(config.seed)
-    image, mask = data.train_images[:1], data.train_masks[:1]
+    image, mask, _ = first_training_example(data, config)
     images, (masks,), field = augment(
         image.repeat(count, 1, 1, 1), [mask.repeat(count, 1, 1, 1)], config, generator
     )
@@ -409,10 +491,9 @@ def train_step(model, images, masks, weights, optimizer, scheduler, autocast, lo
     return loss.item()
 
 
-def total_steps(config):
-    """--steps if given, else --epochs passes over the training set, an epoch being as many
-    whole batches as the set holds, and at least one (a set smaller than a batch)."""
-    return config.steps or config.epochs * max(1, config.train_size // config.batch_size)
+def total_steps(config, data):
+    """--steps if given, else --epochs passes over the training set (`steps_per_epoch`)."""
+    return config.steps or config.epochs * steps_per_epoch(data, config)
 
 
 def make_scheduler(optimizer, config, steps):
@@ -459,20 +540,15 @@ def train(model, optimizer, data, config, device, autocast):
     included, `train_seconds` without it, the mean training loss since the last entry) and the
     last validation's scores and predicted masks: the run's final result.
     """
-    steps = total_steps(config)
+    steps = total_steps(config, data)
     scheduler = make_scheduler(optimizer, config, steps)
-    batches = shuffled_batches(
-        len(data.train_images), config.batch_size, torch.Generator().manual_seed(config.seed)
-    )
+    batches = training_batches(data, config)
     augmentation = torch.Generator().manual_seed(config.seed + recipe.AUGMENT_SEED)
     checkpoints_at = recipe.evaluation_steps(steps, config.eval_every)
     history, losses, untrained_loss, evaluating, start = [], [], None, 0.0, time.perf_counter()
     for step in tqdm(range(steps + 1), desc="training", unit="step", file=sys.stdout):
         if step > 0:
-            index = next(batches)
-            images, masks, weights = (
-                t[index].to(device) for t in (data.train_images, data.train_masks, data.train_weights)
-            )
+            images, masks, weights = (t.to(device) for t in next(batches))
             images, (masks, weights), _ = augment(images, [masks, weights], config, augmentation)
             losses.append(
                 train_step(model, images, masks, weights, optimizer, scheduler, autocast, config.loss)
@@ -513,13 +589,44 @@ def predict_masks(model, images, device, autocast, batch_size=64):
 
 def evaluate(model, held_out, device, autocast, prefix="val"):
     """Scores on a held-out set (images, masks, instances or None) and the predicted masks;
-    object F1 too where instances are known."""
+    object F1 too where instances are known. Your own images (a list) are scored whole."""
+    if isinstance(held_out, list):
+        return evaluate_whole_images(model, held_out, device, prefix)
     images, truth, instances = held_out
     preds = predict_masks(model, images, device, autocast)
     return segmentation_scores(preds, truth.numpy(), instances, prefix), preds
 
 
+def evaluate_whole_images(model, annotated, device, prefix):
+    """Each image segmented whole, tile by tile, exactly as --predict segments it (--tile and
+    --margin at their defaults), then scored; the scores are means over the images, object F1
+    among them if every mask held instance labels. Returns the scores and the (H, W) masks."""
+    architecture = {"depth": len(model.encoder), "padding": "same"}  # training is in same padding
+    model.eval()
+    preds = [segment_image(model, architecture, a.image[None], device, TILE, MARGIN)[0] for a in annotated]
+    model.train()
+    labelled = all(a.labelled for a in annotated)
+    per_image = [
+        segmentation_scores(
+            pred[None, None], a.mask[None, None], a.instances[None] if labelled else None, prefix
+        )
+        for pred, a in zip(preds, annotated, strict=True)
+    ]
+    return {key: float(np.mean([scores[key] for scores in per_image])) for key in per_image[0]}, preds
+
+
 # ----------------------------------------------------------------------------- outputs
+
+
+def describe_data(data, config):
+    """What trains, in words, for the run's first line."""
+    if isinstance(data, TileData):
+        pixels = sum(a.image.size for a in data.train)
+        return (
+            f"tiles of {config.size}×{config.size} from {len(data.train)} images ({pixels:,} pixels; "
+            f"{len(data.val)} held out), {total_steps(config, data)} steps"
+        )
+    return f"{config.train_size} images of {config.size}×{config.size}"
 
 
 def augmentation_name(config):
@@ -549,6 +656,34 @@ def training_outputs(out, checkpoint, config):
     return [checkpoint, checkpoint.with_suffix(".npz"), *(out / name for name in figures)]
 
 
+SHOWN, SHOWN_SIDE = 4, 256  # held-out images in the figures, and the largest side shown of your own
+
+
+def figure_examples(data, preds):
+    """(images, masks, predicted masks) (N, 1, H, W) and instances (N, H, W) or None for the
+    figures: the first test circles, or the top-left corners of your own held-out images, cut
+    to one size."""
+    if isinstance(data, TileData):
+        shown = list(zip(data.val, preds, strict=True))[:SHOWN]
+        height = min(SHOWN_SIDE, *(a.image.shape[0] for a, _ in shown))
+        width = min(SHOWN_SIDE, *(a.image.shape[1] for a, _ in shown))
+        corner = np.s_[:height, :width]
+        images, masks, preds = (
+            np.stack([x[corner] for x in column])[:, None]
+            for column in zip(*[(a.image, a.mask, p) for a, p in shown], strict=True)
+        )
+        labelled = all(a.labelled for a, _ in shown)
+        return images, masks, preds, np.stack([a.instances[corner] for a, _ in shown]) if labelled else None
+    images, masks, instances = data.test
+    shown = slice(0, SHOWN)
+    return (
+        images.numpy()[shown],
+        masks.numpy()[shown],
+        preds[shown],
+        None if instances is None else instances[shown],
+    )
+
+
 def save_outputs(args, config, step, model, optimizer, history, final, data, preds):
     """The checkpoint (.pt and .npz, one run_id), metrics.json, the figure the README shows, the
     errors, the curves, with --weight-map the map itself, and with --augment what it draws."""
@@ -565,10 +700,7 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
     save_json(
         out / "metrics.json", {"run_id": run_id, "config": asdict(config), "history": history, "final": final}
     )
-    shown = slice(0, 4)  # the validation images in the figures
-    images, masks, instances = data.test
-    images, masks, preds = images.numpy()[shown], masks.numpy()[shown], preds[shown]
-    instances = None if instances is None else instances[shown]
+    images, masks, preds, instances = figure_examples(data, preds)
     variant = "" if config.skip else " without skip connections"
     variant += ", touching circles" * config.touching + ", weight map" * config.weight_map
     variant += f", {config.augment} augmentation" * (config.augment != "none")
@@ -580,7 +712,7 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
     plotting.save_error_figure(images, preds, masks, errors, instances)
     plotting.save_training_curves(history, out / "training_curves.png", loss=loss_name(config))
     if config.weight_map:
-        train = (data.train_images, data.train_masks, data.train_weights)
+        train = first_training_example(data, config)
         plotting.save_weight_map_figure(*(t[0, 0].numpy() for t in train), out / "weight_map.png")
     if config.augment != "none":
         path = out / "augmentation.png"
@@ -590,6 +722,9 @@ def save_outputs(args, config, step, model, optimizer, history, final, data, pre
 
 
 # ----------------------------------------------------------------------------- your own image
+
+
+TILE, MARGIN = 128, 16  # --predict's tiles, and the output pixels each drops (same padding)
 
 
 def segment_image(model, args, image, device, tile, margin):
@@ -606,27 +741,62 @@ def segment_image(model, args, image, device, tile, margin):
     return foreground(logits), kept_step(output_size(tile, args["depth"], args["padding"]), align, margin)
 
 
-def predict(paths, device, checkpoint, pixels):
-    """Segment one image with a trained checkpoint; write its mask and an overlay into --out."""
-    mask_path, overlay_path = prediction_outputs(paths)
-    if pixels.std(dtype=np.float64) < 1e-6:  # standardising would divide by ~0: noise of nothing
-        cli.warn(f"{paths.predict} is uniform: there is nothing to segment, so the mask is all background")
-        mask, step = np.zeros(pixels.shape, bool), None
-    else:
-        model = UNet(**checkpoint.model_args).to(device).eval()
-        model.load_state_dict({name: torch.from_numpy(value) for name, value in checkpoint.state.items()})
-        tiling = (paths.tile, paths.margin)
-        mask, step = segment_image(model, checkpoint.model_args, standardize(pixels)[None], device, *tiling)
-    overlay = plotting.overlay_pixels(pixels, mask, grid=step)
-    atomic_write_all({mask_path: png_writer(mask_pixels(mask)), overlay_path: png_writer(overlay)})  # as one
-    args = checkpoint.model_args
-    exact = exact_margin(args["depth"]) if args["padding"] == "same" else 0  # what makes tiles seamless
-    print(f"{paths.predict}: {pixels.shape[1]}×{pixels.shape[0]} pixels, {mask.mean():.1%} foreground")
-    if step:
-        print(
-            f"tiles of {paths.tile} px every {step} px, margin {paths.margin} px (seamless from {exact} px)"
-        )
-    print(f"wrote {mask_path} and {overlay_path}")
+@dataclass
+class Job:
+    """One image to segment: its file, its pixels, and with --truth the true objects."""
+
+    path: Path
+    pixels: np.ndarray  # (H, W) in the file's own scale
+    truth: dataset.Annotated | None = None
+
+
+def predict(args, device, checkpoint, jobs):
+    """Segment each image with a trained checkpoint and write its files into --out; with
+    --truth, score the masks and draw where they are wrong."""
+    model = UNet(**checkpoint.model_args).to(device).eval()
+    model.load_state_dict({name: torch.from_numpy(value) for name, value in checkpoint.state.items()})
+    exact = exact_margin(checkpoint.model_args["depth"]) if checkpoint.model_args["padding"] == "same" else 0
+    for job in jobs:
+        mask, step = segment_file(model, checkpoint, job, args, device)
+        outputs = prediction_outputs(args, job.path)
+        writes = {
+            outputs[0]: png_writer(mask_pixels(mask)),
+            outputs[1]: png_writer(plotting.overlay_pixels(job.pixels, mask, grid=step)),
+        }
+        if args.labels:  # 16-bit: up to 65,535 objects
+            writes[outputs[2]] = png_writer(
+                np.minimum(label_components(mask[None])[0], MAX_LABEL).astype(np.uint16)
+            )
+        atomic_write_all(writes)  # as one
+        height, width = mask.shape
+        print(f"{job.path}: {width}×{height} pixels, {mask.mean():.1%} foreground")
+        if step:
+            print(
+                f"tiles of {args.tile} px every {step} px, margin {args.margin} px (seamless from {exact} px)"
+            )
+        if job.truth:
+            print(describe_scores(score_against_truth(mask, job.truth, outputs[-1])))
+        print("wrote " + ", ".join(map(str, outputs)))
+
+
+def segment_file(model, checkpoint, job, args, device):
+    """The mask (H, W) of one image file, and the distance between tile seams (None if none)."""
+    if job.pixels.std(dtype=np.float64) < 1e-6:  # standardising would divide by ~0: noise of nothing
+        cli.warn(f"{job.path} is uniform: there is nothing to segment, so the mask is all background")
+        return np.zeros(job.pixels.shape, bool), None
+    image = standardize(job.pixels[None, None])[0]  # (1, H, W)
+    return segment_image(model, checkpoint.model_args, image, device, args.tile, args.margin)
+
+
+def score_against_truth(mask, truth, errors_path):
+    """--truth: Dice, IoU, boundary F1 and object F1 of the mask, and its error figure."""
+    pred, true = mask[None, None], truth.mask[None, None]
+    scores = segmentation_scores(pred, true, truth.instances[None], prefix="truth")
+    image = truth.image[None, None]
+    plotting.save_error_figure(
+        image, pred.astype(np.float32), true.astype(np.float32), errors_path, truth.instances[None]
+    )
+    return scores
 
 
 # ----------------------------------------------------------------------------- main
@@ -645,9 +815,15 @@ def build_parser():
     add("--out", type=cli.writable_folder, help="output folder (default: assets; predictions with --predict)")
     add("--checkpoint", type=cli.file_path, default=Path("checkpoints/unet_circles.pt"), help=CHECKPOINT_HELP)
     add("--resume", type=cli.readable_file, help="start from this .pt's weights and Adam state")
-    add("--predict", type=cli.readable_file, help=f"segment this image (≤ {MAX_PIXELS:,} pixels) instead")
+    add(
+        "--predict",
+        type=cli.readable_file_or_folder,
+        help=f"segment this image (≤ {MAX_PIXELS:,} pixels), or each image in this folder, instead",
+    )
+    add("--labels", action="store_true", help="--predict: also write each mask's objects as 16-bit labels")
+    add("--truth", type=cli.readable_file_or_folder, help="--predict: score against this mask (or folder)")
     add("--overwrite", action="store_true", help="let --predict replace files already in --out")
-    add("--tile", type=cli.whole_number(1, 4096), default=128, help="--predict: one tile's side in pixels")
+    add("--tile", type=cli.whole_number(1, 4096), default=TILE, help="--predict: one tile's side in pixels")
     add("--margin", type=cli.whole_number(0, 1024), help="--predict: px dropped around a tile (default 16)")
     return parser
 
@@ -656,23 +832,29 @@ def check_training(parser, args, device):
     """(config, checkpoint to resume or None): every option checked before any work. The config
     records what the run uses: the device found for "auto", no mixed precision off CUDA."""
     config = cli.config_from(args, TrainConfig)
+    own = config.images is not None
     config = replace(
-        config, device=device.type, mixed_precision=config.mixed_precision and device.type == "cuda"
+        config,
+        device=device.type,
+        mixed_precision=config.mixed_precision and device.type == "cuda",
+        augment=("elastic" if own else "none") if config.augment == "auto" else config.augment,
     )
-    held_out = 2 * config.val_size  # validation and test images
+    circles = (0, 0) if own else (config.train_size, 2 * config.val_size)  # training; validation and test
     memory = training_memory_problems(
-        config.train_size, held_out, config.size, config.batch_size, config.base_channels, config.depth
+        *circles, config.size, config.batch_size, config.base_channels, config.depth
     )
     outputs = training_outputs(args.out, args.checkpoint, config)
-    needs_instances = "needs --touching, whose circles carry the instance labels the map is built from"
+    needs_instances = "needs --touching or --images, whose masks give the objects the map is built from"
     unweighted_dice = "dice has no per-pixel terms for --weight-map to weigh; use --loss bce or bce+dice"
     cli.check_rules(
         parser,
         [  # (option, what is wrong or a false value), in the order a user should fix them
+            *own_data_rules(args, config),
+            *[(name, getattr(args, name[2:]) and "is for --predict") for name in ("--labels", "--truth")],
             ("--size", size_error(config.size, config.depth, "same")),
             *memory,
             ("--batch-size", batch_norm_problem(config.batch_size, config.size, config.depth, "same")),
-            ("--weight-map", config.weight_map and not config.touching and needs_instances),
+            ("--weight-map", config.weight_map and not (config.touching or own) and needs_instances),
             ("--loss", config.loss == "dice" and config.weight_map and unweighted_dice),
             (
                 "--elastic-sigma",
@@ -693,16 +875,97 @@ def check_training(parser, args, device):
             checkpoints.check_resumable(resumed, model_args(config))
         except CheckpointError as error:
             parser.error(f"argument --resume: {error}")
-    return config, resumed
+    return config, resumed, read_own_data(parser, config) if own else None
 
 
-def prediction_outputs(args):
-    return [args.out / f"{args.predict.stem}_mask.png", args.out / f"{args.predict.stem}_overlay.png"]
+def own_data_rules(args, config):
+    """(option, problem) pairs for --images and what goes with it: the circles' options refused."""
+    own, default = config.images is not None, TrainConfig()
+    circles_only = "is for the circles; with --images every image in the folder trains"
+    return [
+        ("--masks", own and not config.masks and "--images needs --masks, the folder of their masks"),
+        ("--masks", not own and config.masks and "is for --images"),
+        ("--val-images", not own and config.val_images and "is for --images"),
+        ("--val-images", bool(config.val_images) != bool(config.val_masks) and "and --val-masks go together"),
+        (
+            "--val-fraction",
+            (not own or config.val_images)
+            and config.val_fraction != default.val_fraction
+            and "is for --images without --val-images",
+        ),
+        ("--touching", own and config.touching and "draws circles; your images have their own objects"),
+        ("--train-size", own and config.train_size != default.train_size and circles_only),
+        ("--val-size", own and config.val_size != default.val_size and "counts circles; use --val-fraction"),
+    ]
+
+
+def read_own_data(parser, config):
+    """Your images and masks read and checked (common/dataset.py), split, and said what should
+    be known before minutes of training; any refusal is one line and exit status 2."""
+    try:
+        train = dataset.read_folders(config.images, config.masks)
+    except DataError as error:
+        parser.error(f"argument --images: {error}")
+    if config.val_images:
+        try:
+            val = dataset.read_folders(config.val_images, config.val_masks)
+        except DataError as error:
+            parser.error(f"argument --val-images: {error}")
+    else:  # the gap: no training tile's context reaches the held-out strip of a single image
+        train, val = dataset.hold_out(train, config.val_fraction, gap=exact_margin(config.depth))
+    cli.check_rules(parser, [("--size", dataset.problems(train, config.size))])
+    for warning in dataset.warnings(train):
+        cli.warn(warning)
+    if config.weight_map and not all(a.labelled for a in train):
+        cli.warn(
+            "binary masks: the weight map takes their connected components as the objects, "
+            "so objects that touch count as one; instance-label masks keep them apart"
+        )
+    return tile_data(config, train, val)
+
+
+def prediction_outputs(args, image):
+    """What --predict writes for one image: its mask, overlay, labels (--labels), errors (--truth)."""
+    names = ["mask", "overlay"] + ["labels"] * args.labels + ["errors"] * bool(args.truth)
+    return [args.out / f"{image.stem}_{name}.png" for name in names]
+
+
+def prediction_jobs(parser, args):
+    """The images --predict names (one file, or each image in a folder), read, with their true
+    objects where --truth gives them: all read before any is segmented, so that a bad file is
+    refused before anything is written."""
+    folder = args.predict.is_dir()
+    rules = [
+        (
+            "--truth",
+            args.truth
+            and args.truth.is_dir() != folder
+            and "a folder with a --predict folder, a file with a file",
+        ),
+    ]
+    cli.check_rules(parser, rules)
+    try:
+        if args.truth and folder:
+            pairs = dataset.pair_files(args.predict, args.truth)
+        elif folder:
+            pairs = [(path, None) for path in dataset.image_files(args.predict)]
+        else:
+            pairs = [(args.predict, args.truth)]
+        if not pairs:
+            raise DataError(f"{args.predict} holds no image files ({', '.join(dataset.IMAGE_SUFFIXES)})")
+        dataset.check_total_size([path for path, _ in pairs], args.predict)
+        jobs = [Job(path, read_image(path)) for path, _ in pairs]
+        for job, (path, truth) in zip(jobs, pairs, strict=True):
+            job.truth = truth and dataset.read_pair(path, truth)
+    except (DataError, ImageError) as error:
+        parser.error(f"argument --predict: {error}")
+    return jobs
 
 
 def check_prediction(parser, args):
-    """(checkpoint, image pixels) for --predict, each checked before any work."""
-    outputs = prediction_outputs(args)
+    """(checkpoint, the images) for --predict, each checked before any work."""
+    images = dataset.image_files(args.predict) if args.predict.is_dir() else [args.predict]
+    outputs = [path for image in images for path in prediction_outputs(args, image)]
     existing = next((path for path in outputs if os.path.lexists(path)), None)
     cli.check_rules(
         parser,
@@ -720,16 +983,12 @@ def check_prediction(parser, args):
     except CheckpointError as error:
         parser.error(f"argument --checkpoint: {error}")
     depth, padding = checkpoint.model_args["depth"], checkpoint.model_args["padding"]
-    args.margin = (16 if padding == "same" else 0) if args.margin is None else args.margin
+    args.margin = (MARGIN if padding == "same" else 0) if args.margin is None else args.margin
     cli.check_rules(parser, tiling_problems(args.tile, args.margin, depth, padding))
-    try:
-        pixels = read_image(args.predict)
-    except ImageError as error:
-        parser.error(f"argument --predict: {error}")
-    return checkpoint, pixels
+    return checkpoint, prediction_jobs(parser, args)
 
 
-def run_training(args, device, config, resumed):
+def run_training(args, device, config, resumed, data):
     """Model → data → training → outputs: the lesson's main line."""
     torch.manual_seed(config.seed)
     model = build_model(config, device)
@@ -739,11 +998,11 @@ def run_training(args, device, config, resumed):
         # Adam's moments carry over; its settings (rate, betas) are this run's recipe.
         fresh = optimizer.state_dict()["param_groups"]  # numbers the parameters as the saved one does
         optimizer.load_state_dict({"state": resumed.optimizer["state"], "param_groups": fresh})
-    data = make_data(config)
+    data = data or make_data(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"UNet(base_channels={config.base_channels}, depth={config.depth}): {n_params:,} parameters, "
-        f"training on {device.type}, {config.train_size} images of {config.size}×{config.size}, "
+        f"training on {device.type}, {describe_data(data, config)}, "
         f"{augmentation_name(config)}, loss {config.loss}"
         + (f", resuming {args.resume} at step {resumed.step}" if resumed else "")
     )
@@ -754,8 +1013,11 @@ def run_training(args, device, config, resumed):
         sys.exit(
             f"01_pytorch.py: training diverged: {error}; nothing was saved. Try a lower --lr ({config.lr:g})."
         )
-    final, preds = evaluate(model, data.test, device, autocast, prefix="test")  # images no choice saw
-    step = (resumed.step if resumed else 0) + total_steps(config)
+    if data.test is None:  # your own images: the held-out ones
+        final, preds = evaluate(model, data.val, device, autocast)
+    else:
+        final, preds = evaluate(model, data.test, device, autocast, prefix="test")  # images no choice saw
+    step = (resumed.step if resumed else 0) + total_steps(config, data)
     save_outputs(args, config, step, model, optimizer, history, final, data, preds)
     print(f"final: {describe_scores(final)}  ({history[-1]['seconds']:.1f} s of training)")
     print("wrote " + ", ".join(map(str, training_outputs(args.out, args.checkpoint, config))))

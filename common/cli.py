@@ -105,6 +105,25 @@ def readable_file(text):
     return path
 
 
+def readable_folder(text):
+    """An existing folder whose files can be listed, as its path's text (a config records it)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{path} is not a folder" if path.exists() else f"{path} does not exist"
+        )
+    try:
+        next(path.iterdir(), None)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot list {path}: {error.strerror}") from None
+    return text
+
+
+def readable_file_or_folder(text):
+    """A readable file, or a folder of them (each image in it)."""
+    return Path(readable_folder(text)) if Path(text).is_dir() else readable_file(text)
+
+
 def writable_folder(text):
     """A folder that exists or can be created, and that files can be written into."""
     problem = unwritable_reason(text)

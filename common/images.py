@@ -58,6 +58,17 @@ def _check_before_decoding(path, image):
         raise ImageError(f"{path} has {pages} pages; give a single-page image")
 
 
+def _check_depth(path, image):
+    """Pillow reads 16-bit colour at 8 bits per channel: refuse it rather than lose the low bits."""
+    rawmode = next(iter(image.tile), None)
+    rawmode = getattr(rawmode, "args", None)
+    rawmode = rawmode if isinstance(rawmode, str) else (rawmode or ("",))[0]
+    if image.mode in ("RGB", "RGBA") and ";16" in str(rawmode):
+        raise ImageError(
+            f"{path} is 16-bit colour, which Pillow would cut to 8 bits per channel; save it as 16-bit grey"
+        )
+
+
 def _grey_pixels(image):
     """(H, W) float32 in the file's own scale: 0..255 for 8-bit, 0..65535 for 16-bit."""
     if image.mode in NUMERIC_MODES:
@@ -67,13 +78,19 @@ def _grey_pixels(image):
     return np.asarray(image.convert("L"), dtype=np.float32)
 
 
+def image_size(path):
+    """(width, height) from the file's header, no pixel decoded."""
+    with _open(path) as image:
+        return image.size
+
+
 def read_image(path):
     """One image file as grey pixels, in the file's own scale (not standardised).
 
     Any single-frame image Pillow opens is read (PNG, TIFF, JPEG, …). 16-bit and 32-bit grey
     and float images keep their values. Colour becomes grey by Pillow's luma rule (ITU-R 601,
     L = 0.299 R + 0.587 G + 0.114 B, i.e. `convert("L")`): palette images by their colours,
-    alpha ignored, and 16-bit colour first reduced by Pillow to 8 bits per channel. A 1-bit
+    alpha ignored. 16-bit colour is refused (Pillow would keep 8 bits of each channel). A 1-bit
     image reads as 0 and 255.
 
     Size and page count are checked from the header, before any pixel is decoded.
@@ -83,6 +100,7 @@ def read_image(path):
     """
     with _open(path) as image:
         _check_before_decoding(path, image)
+        _check_depth(path, image)
         try:
             pixels = _grey_pixels(image)
         except OSError as error:
@@ -90,6 +108,69 @@ def read_image(path):
     if not np.isfinite(pixels).all():  # a float TIFF can hold NaN or infinity
         raise ImageError(f"{path} has NaN or infinite pixels")
     return pixels
+
+
+MASK_FORMATS = ("PNG", "TIFF")  # lossless: a mask's values are its meaning
+MAX_LABEL = 65_535  # instance labels fit 16 bits
+
+
+def _mask_values(path, image):
+    """(H, W) int64 values of a mask in any lossless mode: one channel, or grey stored as colour
+    (equal channels, opaque alpha); a true colour mask is refused."""
+    if image.mode in ("1", "L", "I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64 if image.mode == "F" else np.int64)
+        if image.mode == "F" and not np.array_equal(values, np.round(values)):
+            raise ImageError(f"{path} holds fractions; a mask holds whole numbers (0 background, 1… objects)")
+        return values.astype(np.int64)
+    if image.mode not in ("LA", "P", "PA", "RGB", "RGBA"):
+        raise ImageError(f"{path} is a {image.mode} image; give a grey mask (0 background, 1… objects)")
+    pixels = np.asarray(image.convert("RGBA"), dtype=np.int64)  # (H, W, 4)
+    if (pixels[..., 3] != 255).any():
+        raise ImageError(f"{path} is partly transparent; a mask's every pixel must say background or object")
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    if not (np.array_equal(red, green) and np.array_equal(red, blue)):
+        colours = len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0))
+        raise ImageError(
+            f"{path} is a colour mask ({colours} colours); give one grey channel: 0 background, "
+            "one value or labels 1…K for the objects"
+        )
+    return red
+
+
+def read_mask(path):
+    """A mask file as instance labels, and whether it held them.
+
+    Masks must be lossless (PNG or TIFF: a JPEG's compression invents values along every edge)
+    and one grey channel, or grey stored as RGB(A). A mask of 0 and one other value is binary;
+    one of 0, 1, …, K (8- or 16-bit) is an instance-label image, each object its own number.
+    Anything else (0, 128 and 255 from an anti-aliased brush, say) is refused: it is neither.
+
+    Returns:
+    - labels: (H, W) int32, 0 background; for a binary mask 1 wherever it is not 0
+    - labelled: True for an instance-label image, False for a binary mask
+    Raises ImageError naming the file and what is wrong with it.
+    """
+    with _open(path) as image:
+        _check_before_decoding(path, image)
+        if image.format not in MASK_FORMATS:
+            why = " (lossy: its compression invents values along every edge)" * (image.format == "JPEG")
+            raise ImageError(f"{path} is a {image.format}{why}; save masks as PNG or TIFF")
+        _check_depth(path, image)
+        try:
+            values = _mask_values(path, image)
+        except OSError as error:
+            raise ImageError(f"{path} is damaged or truncated ({error})") from None
+    found = np.unique(values)
+    objects = found[found != 0]
+    if len(objects) <= 1:
+        return (values != 0).astype(np.int32), False
+    if found[0] < 0 or objects[-1] != len(objects) or objects[-1] > MAX_LABEL:
+        shown = ", ".join(map(str, found[:5])) + ", …" * (len(found) > 5)
+        raise ImageError(
+            f"{path} holds {len(found)} values ({shown}): neither binary (0 and one value) nor "
+            "instance labels 0, 1, …, K; save it without anti-aliasing, or relabel it 1…K"
+        )
+    return values.astype(np.int32), True
 
 
 def png_writer(pixels):

@@ -175,10 +175,12 @@ def test_one_image_trains_at_batch_eight_with_elastic_and_dice_and_says_so(pytor
 
 
 def test_an_epoch_is_the_whole_batches_of_the_set_and_at_least_one(pytorch_script):
-    steps = pytorch_script.total_steps
-    config = pytorch_script.TrainConfig
-    assert steps(config(train_size=1, batch_size=16, epochs=3, steps=None)) == 3
-    assert steps(config(train_size=40, batch_size=16, epochs=3, steps=None)) == 6
+    def steps(**recipe):
+        config = pytorch_script.TrainConfig(batch_size=16, epochs=3, val_size=1, **recipe)
+        return pytorch_script.total_steps(config, pytorch_script.make_data(config))
+
+    assert steps(train_size=1) == 3
+    assert steps(train_size=40) == 6
     generator = torch.Generator().manual_seed(0)
     batches = pytorch_script.shuffled_batches(3, 8, generator)
     drawn = torch.cat([next(batches) for _ in range(10)])

@@ -1,3 +1,4 @@
+import re
 import struct
 import zlib
 
@@ -7,7 +8,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageFile
 
 from common import images, plotting
-from common.images import ImageError, mask_pixels, read_image, save_grey_png, save_png
+from common.images import ImageError, mask_pixels, read_image, read_mask, save_grey_png, save_png
 from common.plotting import figure_format, overlay_pixels, save_figure
 
 
@@ -111,10 +112,43 @@ def test_one_bit_reads_as_0_and_255(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "bits.png"), [[255, 0, 255]])
 
 
-def test_16_bit_colour_is_its_high_bytes_then_luma(tmp_path):
-    pixel = struct.pack(">HHH", 0xC812, 0x6434, 0x3256)  # 8-bit 200, 100, 50 plus low bytes
-    (tmp_path / "rgb16.png").write_bytes(handmade_png(1, 1, 16, 2, b"\x00" + pixel))
-    np.testing.assert_allclose(read_image(tmp_path / "rgb16.png"), [[luma(200, 100, 50)]], atol=0.5)
+def handmade_rgb16_tiff(width, height):
+    """An uncompressed 16-bit-per-channel RGB TIFF (Pillow cannot write one)."""
+    pixels = np.full((height, width, 3), 0xC812, "<u2").tobytes()
+    tags = [  # (tag, type, count, value): type 3 is SHORT, 4 is LONG
+        (256, 3, 1, width),
+        (257, 3, 1, height),
+        (258, 3, 3, 8 + 2 + 9 * 12 + 4),  # bits per sample: three SHORTs, stored after the IFD
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, 8 + 2 + 9 * 12 + 4 + 6),  # the pixels follow the bits per sample
+        (277, 3, 1, 3),
+        (278, 3, 1, height),
+        (279, 4, 1, len(pixels)),
+    ]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHI", tag, kind, count)
+        + struct.pack("<I" if kind == 4 or count > 1 else "<HH", value, *[0] * (kind == 3 and count == 1))
+        for tag, kind, count, value in tags
+    )
+    return (
+        b"II*\x00"
+        + struct.pack("<I", 8)
+        + ifd
+        + struct.pack("<I", 0)
+        + struct.pack("<HHH", 16, 16, 16)
+        + pixels
+    )
+
+
+@pytest.mark.parametrize("name", ["rgb16.png", "rgb16.tif"])
+def test_16_bit_colour_is_refused_rather_than_cut_to_8_bits(tmp_path, name):
+    pixel = struct.pack(">HHH", 0xC812, 0x6434, 0x3256)
+    png = handmade_png(2, 1, 16, 2, b"\x00" + pixel * 2)
+    (tmp_path / name).write_bytes(png if name.endswith(".png") else handmade_rgb16_tiff(2, 1))
+    assert Image.open(tmp_path / name).mode == "RGB"  # what Pillow makes of it: 8 bits a channel
+    with pytest.raises(ImageError, match=f"{name} is 16-bit colour, which Pillow would cut to 8 bits"):
+        read_image(tmp_path / name)
 
 
 def test_lab_reads_its_lightness(tmp_path):
@@ -328,3 +362,56 @@ def test_non_finite_pixels_are_refused_and_huge_ones_standardise(tmp_path):
     np.testing.assert_allclose(
         standardize(read_image(tmp_path / "huge.tif")), [[-1.342, -0.447], [0.447, 1.342]], atol=1e-3
     )
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def save(pixels, path, mode=None):
+    Image.fromarray(pixels, mode).save(path) if mode else Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_mask_of_0_and_one_value_is_binary(tmp_path):
+    pixels = np.array([[0, 255, 255], [0, 0, 255]], np.uint8)
+    labels, labelled = read_mask(save(pixels, tmp_path / "a_mask.png"))
+    np.testing.assert_array_equal(labels, pixels // 255)
+    assert labels.dtype == np.int32 and not labelled
+
+
+@pytest.mark.parametrize("name", ["labels.png", "labels.tif"])
+def test_16_bit_labels_keep_every_object(tmp_path, name):
+    pixels = np.array([[0, 1, 2], [300, 299, 0]], np.uint16)
+    pixels = np.where(pixels > 2, pixels - 296, pixels).astype(np.uint16)  # 0, 1, 2, 3, 4
+    labels, labelled = read_mask(save(pixels, tmp_path / name))
+    np.testing.assert_array_equal(labels, pixels)
+    assert labelled
+
+
+def test_grey_stored_as_opaque_colour_is_grey(tmp_path):
+    grey = np.array([[0, 1], [2, 0]], np.uint8)
+    rgba = np.stack([grey, grey, grey, np.full_like(grey, 255)], axis=-1)
+    labels, labelled = read_mask(save(rgba, tmp_path / "rgba.png"))
+    np.testing.assert_array_equal(labels, grey)
+    assert labelled
+
+
+@pytest.mark.parametrize(
+    "pixels, name, message",
+    [
+        (np.array([[0, 255]], np.uint8), "m.jpg", "is a JPEG (lossy: its compression invents values"),
+        (np.array([[[0, 0, 0], [255, 0, 0]]], np.uint8), "m.png", "is a colour mask (2 colours)"),
+        (np.array([[[1, 1, 1, 255], [1, 1, 1, 0]]], np.uint8), "m.png", "is partly transparent"),
+        (np.array([[0, 128, 255]], np.uint8), "m.png", "holds 3 values (0, 128, 255): neither binary"),
+        (np.array([[0, 1, 3]], np.uint8), "m.png", "holds 3 values (0, 1, 3): neither binary"),
+        (np.array([[0, 0.5]], np.float32), "m.tif", "holds fractions"),
+    ],
+)
+def test_what_is_not_a_mask_is_refused_naming_why(tmp_path, pixels, name, message):
+    with pytest.raises(ImageError, match=re.escape(f"{tmp_path / name} {message}")):
+        read_mask(save(pixels, tmp_path / name))
+
+
+def test_an_all_background_mask_reads_as_zeros(tmp_path):
+    labels, labelled = read_mask(save(np.zeros((3, 4), np.uint8), tmp_path / "empty.png"))
+    assert labels.shape == (3, 4) and not labels.any() and not labelled
