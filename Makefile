@@ -21,7 +21,8 @@ demo: $(INSTALLED)
 	$(PY) 01_pytorch.py --out $(OUT) --checkpoint $(CHECKPOINT) $(TRAIN_ARGS)
 	$(PY) 00_scratch.py --weights $(basename $(CHECKPOINT)).npz --out $(OUT)
 
-# Every other figure the README shows, each by the command the README names under it (about 35 minutes).
+# Every other figure the README shows but section 7's (`make example`), each by the command the README
+# names under it (about 55 minutes).
 figures: demo
 	$(PY) 00_scratch.py --paper --figure $(OUT)/unet_paper_architecture.png > /dev/null
 	$(PY) 01_pytorch.py --no-skip --out $(OUT)/no_skip --checkpoint checkpoints/no_skip.pt
@@ -37,6 +38,7 @@ figures: demo
 	$(PY) 01_pytorch.py --touching --train-size 8 --steps 300 --augment elastic --out $(OUT)/few_elastic \
 		--checkpoint checkpoints/few_elastic.pt
 	$(PY) benchmarks/bench_data_efficiency.py --figure $(OUT)/data_efficiency.png  # 45 runs, about 25 min
+	$(PY) benchmarks/bench_small_batches.py --figure $(OUT)/small_batches.png  # about 18 min
 
 # Your own images, worked through: a synthetic nuclei data set written as files into $(EXAMPLE)/, a net
 # trained on its one 256×512 image, the test images predicted and scored (figures into $(OUT)/cells).
@@ -61,6 +63,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/bench_tiling.py
 	$(PY) benchmarks/bench_data_efficiency.py
 	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/bench_small_batches.py
 
 clean:
 	rm -rf $(VENV) checkpoints .pytest_cache $(EXAMPLE)
