@@ -20,42 +20,41 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("stop, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_quickly_and_keeps_every_file_whole(trained_run, tmp_path, stop, status):
-    for name in ("net.pt", "net.npz"):
-        (tmp_path / name).write_bytes((trained_run / name).read_bytes())
-    before = {path.name: digest(path) for path in tmp_path.iterdir()}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.abspath("01_pytorch.py"),
-            "--steps",
-            "100000",
-            "--out",
-            "out",
-            "--checkpoint",
-            "net.pt",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # so that the first line arrives while it trains
-    )
-    for line in process.stdout:  # wait until training has begun
-        if line.startswith("UNet("):
-            break
+def test_a_signal_stops_quickly_and_keeps_every_file_whole(trained_run, tmp_path):
+    """Ctrl-C (exit status 130) and SIGTERM (143), each sent to its own run; the two run side by side."""
+    runs = {}
+    for stop, status in [(signal.SIGINT, 130), (signal.SIGTERM, 143)]:
+        folder = tmp_path / stop.name
+        folder.mkdir()
+        for name in ("net.pt", "net.npz"):
+            (folder / name).write_bytes((trained_run / name).read_bytes())
+        before = {path.name: digest(path) for path in folder.iterdir()}
+        process = subprocess.Popen(
+            [sys.executable, os.path.abspath("01_pytorch.py"), "--steps", "100000"]
+            + ["--out", "out", "--checkpoint", "net.pt"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=folder,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # so that the first line arrives while it trains
+        )
+        runs[stop] = (process, status, folder, before)
+    for process, *_ in runs.values():
+        for line in process.stdout:  # wait until training has begun
+            if line.startswith("UNet("):
+                break
     time.sleep(1)
-    process.send_signal(stop)
-    started = time.perf_counter()
-    _, stderr = process.communicate(timeout=30)
-    assert time.perf_counter() - started < 10
-    assert process.returncode == status
-    assert stderr.strip().splitlines()[-1] == (
-        "01_pytorch.py: interrupted; files written before now are whole, none half-written"
-    )
-    assert "Traceback" not in stderr
-    assert {path.name: digest(path) for path in tmp_path.iterdir()} == before  # no out/, no .tmp
+    for stop, (process, status, folder, before) in runs.items():
+        process.send_signal(stop)
+        started = time.perf_counter()
+        _, stderr = process.communicate(timeout=30)
+        assert time.perf_counter() - started < 10
+        assert process.returncode == status
+        assert stderr.strip().splitlines()[-1] == (
+            "01_pytorch.py: interrupted; files written before now are whole, none half-written"
+        )
+        assert "Traceback" not in stderr
+        assert {path.name: digest(path) for path in folder.iterdir()} == before  # no out/, no .tmp
 
 
 def test_a_nan_loss_stops_the_run_at_once(pytorch_script, monkeypatch, in_tmp):

@@ -116,15 +116,18 @@ def test_init_params_uses_the_papers_std(scratch):
     assert w.std() == pytest.approx(np.sqrt(2 / 1152), rel=0.02)
 
 
-def test_paper_trace_shapes_and_parameters(scratch):
-    """Paper, Fig. 1: 572 → 570 → 568, … 28×28×1024 at the bottom, 388×388×2 out."""
-    params = scratch.init_params(1, 2, 64, 4, batchnorm=False)
-    trace = scratch.Trace(echo=False)
-    # The shapes do not depend on the values; a zero image keeps the test fast enough.
-    logits = scratch.unet_forward(
-        np.zeros((1, 1, 572, 572), np.float32), params, padding="valid", trace=trace
+def test_paper_run_prints_the_papers_shapes_and_parameters_within_100_columns(scratch, capsys, monkeypatch):
+    """Paper, Fig. 1: 572 → 570 → 568, … 28×28×1024 at the bottom, 388×388×2 out; one run of
+    `--paper` (a zero image would do: the shapes do not depend on the values)."""
+    traces, original = [], scratch.Trace
+    monkeypatch.setattr(
+        scratch, "Trace", lambda *args, **kw: traces.append(original(*args, **kw)) or traces[-1]
     )
-    assert logits.shape == (1, 2, 388, 388)
+    scratch.main(["--paper"])
+    printed = capsys.readouterr().out
+    assert max(len(line) for line in printed.splitlines()) <= 100
+    assert "388, 388" in printed and "31,030,658 parameters" in printed
+    (trace,) = traces
     convs = [row["shape_out"] for row in trace.rows if row["op"].startswith("conv 3×3")]
     assert convs[:4] == [(64, 570, 570), (64, 568, 568), (128, 282, 282), (128, 280, 280)]
     assert convs[8:10] == [(1024, 30, 30), (1024, 28, 28)]
@@ -132,13 +135,6 @@ def test_paper_trace_shapes_and_parameters(scratch):
     concat = next(row for row in trace.rows if row["op"] == "concat")
     assert concat["note"] == "crop(enc4 (512, 64, 64) → (512, 56, 56)) + up (512, 56, 56) → (1024, 56, 56)"
     assert sum(row["params"] for row in trace.rows) == 31_030_658  # = sum of the torch net's parameters
-
-
-def test_paper_run_fits_100_columns(scratch, capsys):
-    scratch.main(["--paper"])
-    printed = capsys.readouterr().out
-    assert max(len(line) for line in printed.splitlines()) <= 100
-    assert "388, 388" in printed and "31,030,658 parameters" in printed
 
 
 def test_paper_options_can_be_overridden(scratch, capsys):
