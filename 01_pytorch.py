@@ -899,6 +899,11 @@ def own_data_rules(args, config):
     ]
 
 
+# Batch norm's statistics want as many pixels a batch as the default's 16 images of 64²: with
+# fewer, tiles train worse and the held-out error spikes (benchmarks/bench_small_batches.py).
+BATCH_NORM_PIXELS = 16 * 64**2
+
+
 def read_own_data(parser, config):
     """Your images and masks read and checked (common/dataset.py), split, and said what should
     be known before minutes of training; any refusal is one line and exit status 2."""
@@ -916,6 +921,13 @@ def read_own_data(parser, config):
     cli.check_rules(parser, [("--size", dataset.problems(train, config.size))])
     for warning in dataset.warnings(train):
         cli.warn(warning)
+    pixels = config.batch_size * config.size**2
+    if pixels < BATCH_NORM_PIXELS:
+        cli.warn(
+            f"a batch of {config.batch_size} tiles of {config.size}² is {pixels:,} pixels: batch norm's "
+            f"statistics are noisy below {BATCH_NORM_PIXELS:,} (benchmarks/bench_small_batches.py); "
+            "a larger --batch-size or --size trains better"
+        )
     if config.weight_map and not all(a.labelled for a in train):
         cli.warn(
             "binary masks: the weight map takes their connected components as the objects, "

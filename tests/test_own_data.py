@@ -195,6 +195,7 @@ def test_an_empty_mask_and_rare_objects_are_warned_with_the_number(pytorch_scrip
         + ["--checkpoint", str(out / "n.pt"), "--steps", "1"]
     )
     err = capsys.readouterr().err
+    assert "a batch of 4 tiles of 32² is 4,096 pixels: batch norm's statistics are noisy below 65,536" in err
     assert "the mask of" in err and "is all background" in err
     assert "objects are 0.00% of the training pixels" in err and "--weight-map or --loss bce+dice" in err
 
