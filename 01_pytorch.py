@@ -917,7 +917,22 @@ def read_own_data(parser, config):
         except DataError as error:
             parser.error(f"argument --val-images: {error}")
     else:  # the gap: no training tile's context reaches the held-out strip of a single image
-        train, val = dataset.hold_out(train, config.val_fraction, gap=exact_margin(config.depth))
+        whole, gap = train, exact_margin(config.depth)
+        train, val = dataset.hold_out(whole, config.val_fraction, gap=gap)
+        narrow = len(whole) == 1 and train[0].image.shape[1] < config.size
+        cli.check_rules(
+            parser,
+            [
+                (
+                    "--images",
+                    narrow
+                    and f"{whole[0].name} is {whole[0].image.shape[1]} px wide: without its last "
+                    f"{val[0].image.shape[1]} columns (--val-fraction) and a gap of {gap}, "
+                    f"{train[0].image.shape[1]} are left, fewer than a {config.size}-px tile; "
+                    "give --val-images and --val-masks, or a smaller --size",
+                )
+            ],
+        )
     cli.check_rules(parser, [("--size", dataset.problems(train, config.size))])
     for warning in dataset.warnings(train):
         cli.warn(warning)

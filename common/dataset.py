@@ -160,7 +160,7 @@ def hold_out(annotated, fraction, gap):
     (one,) = annotated
     width = one.image.shape[1]
     strip = max(1, round(fraction * width))
-    train, val = slice(0, width - strip - gap), slice(width - strip, width)
+    train, val = slice(0, max(0, width - strip - gap)), slice(width - strip, width)
     return [columns(one, train, "training part")], [columns(one, val, "held-out strip")]
 
 

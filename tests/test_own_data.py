@@ -163,6 +163,11 @@ def test_one_large_image_trains_with_its_strip_held_out(pytorch_script, tmp_path
         ("jpeg", [], ["argument --images", "is a JPEG (lossy"]),
         ("unpaired", [], ["argument --images", "c_mask.png is a mask without an image"]),
         ("wrong size", [], ["argument --images", "is 96×64 but its mask", "is 64×64"]),
+        (
+            "one image",
+            [],
+            ["argument --images", "a.png is 96 px wide: without its last 19 columns", "29 are left"],
+        ),
     ],
 )
 def test_own_data_mistakes_are_one_line_before_any_training(
@@ -174,6 +179,9 @@ def test_own_data_mistakes_are_one_line_before_any_training(
         Image.new("L", (96, 64)).save(pairs / "masks" / "a_mask.jpg")
     if change == "unpaired":
         Image.new("L", (4, 4)).save(pairs / "masks" / "c_mask.png")
+    if change == "one image":  # 96 columns less 19 held out and a gap of 48 (depth 3) leave 29
+        (pairs / "images" / "b.tif").unlink()
+        (pairs / "masks" / "b.tif").unlink()
     if change == "wrong size":
         Image.new("L", (64, 64)).save(pairs / "masks" / "a_mask.png")
     before = snapshot(pairs)
