@@ -130,7 +130,7 @@ def test_make_demo_end_to_end(tmp_path):
             "INSTALLED=",
             f"OUT={tmp_path}",
             f"CHECKPOINT={tmp_path}/net.pt",
-            "TRAIN_ARGS=" + " ".join(TINY),
+            "TRAIN_ARGS=" + " ".join([*TINY, "--steps", "10", "--val-size", "16"]),  # a shorter TINY
         ],
         capture_output=True,
         text=True,
