@@ -1,8 +1,9 @@
 """U-Net in PyTorch: train it on synthetic circles and look at what it learned.
 
 Read top to bottom: the network's parts → the network → the training recipe and the data →
-augmentation (the paper's flips and elastic deformation) → the loss, one training step and the
-loop → evaluation → the outputs → segmenting an image of any size, tile by tile → main().
+your own images, cut into tiles → augmentation (the paper's flips and elastic deformation) →
+the loss, one training step and the loop → evaluation → the outputs → segmenting an image of
+any size, tile by tile → main().
 Plumbing (options, checkpoints, files, images) lives in common/.
 
     python 01_pytorch.py                         # train: about half a minute on 2 CPU cores
@@ -10,7 +11,8 @@ Plumbing (options, checkpoints, files, images) lives in common/.
     python 01_pytorch.py --touching --weight-map # touching circles, the paper's weight map
     python 01_pytorch.py --touching --train-size 8 --steps 300 --augment elastic  # few images
     python 01_pytorch.py --resume checkpoints/unet_circles.pt --steps 200   # train on
-    python 01_pytorch.py --predict picture.png   # segment your own image into predictions/
+    python 01_pytorch.py --images my/images --masks my/masks --steps 600  # your own images and masks
+    python 01_pytorch.py --predict picture.png   # segment your own image (or a folder) into predictions/
 """
 
 import functools
