@@ -766,9 +766,10 @@ def predict(args, device, checkpoint, jobs):
             outputs[1]: png_writer(plotting.overlay_pixels(job.pixels, mask, grid=step)),
         }
         if args.labels:  # 16-bit: up to 65,535 objects
-            writes[outputs[2]] = png_writer(
-                np.minimum(label_components(mask[None])[0], MAX_LABEL).astype(np.uint16)
-            )
+            labels = label_components(mask[None])[0]
+            if labels.max() > MAX_LABEL:
+                cli.warn(f"{job.path}: {labels.max():,} objects; those past {MAX_LABEL:,} share its label")
+            writes[outputs[2]] = png_writer(np.minimum(labels, MAX_LABEL).astype(np.uint16))
         atomic_write_all(writes)  # as one
         height, width = mask.shape
         print(f"{job.path}: {width}×{height} pixels, {mask.mean():.1%} foreground")
