@@ -42,7 +42,7 @@ from common.geometry import (
     size_error,
     training_memory_problems,
 )
-from common.images import MAX_LABEL, MAX_PIXELS, ImageError, mask_pixels, png_writer, read_image
+from common.images import MAX_LABEL, MAX_PIXELS, mask_pixels, png_writer
 from common.metrics import describe_scores, dice, foreground, label_components, segmentation_scores
 from common.tiling import kept_step, predict_tiled, tiling_problems
 from common.weight_map import weight_map
@@ -852,7 +852,7 @@ def check_training(parser, args, device):
     cli.check_rules(
         parser,
         [  # (option, what is wrong or a false value), in the order a user should fix them
-            *own_data_rules(args, config),
+            *dataset.option_rules(config, TrainConfig()),
             *[(name, getattr(args, name[2:]) and "is for --predict") for name in ("--labels", "--truth")],
             ("--size", size_error(config.size, config.depth, "same")),
             *memory,
@@ -881,37 +881,13 @@ def check_training(parser, args, device):
     return config, resumed, read_own_data(parser, config) if own else None
 
 
-def own_data_rules(args, config):
-    """(option, problem) pairs for --images and what goes with it: the circles' options refused."""
-    own, default = config.images is not None, TrainConfig()
-    circles_only = "is for the circles; with --images every image in the folder trains"
-    return [
-        ("--masks", own and not config.masks and "--images needs --masks, the folder of their masks"),
-        ("--masks", not own and config.masks and "is for --images"),
-        ("--val-images", not own and config.val_images and "is for --images"),
-        ("--val-images", bool(config.val_images) != bool(config.val_masks) and "and --val-masks go together"),
-        (
-            "--val-fraction",
-            (not own or config.val_images)
-            and config.val_fraction != default.val_fraction
-            and "is for --images without --val-images",
-        ),
-        ("--touching", own and config.touching and "draws circles; your images have their own objects"),
-        ("--train-size", own and config.train_size != default.train_size and circles_only),
-        ("--val-size", own and config.val_size != default.val_size and "counts circles; use --val-fraction"),
-    ]
-
-
-# Batch norm's statistics want as many pixels a batch as the default's 16 images of 64²: with
-# fewer, tiles train worse and the held-out error spikes (benchmarks/bench_small_batches.py).
-BATCH_NORM_PIXELS = 16 * 64**2
-
-
 def read_own_data(parser, config):
-    """Your images and masks read and checked (common/dataset.py), split, and said what should
-    be known before minutes of training; any refusal is one line and exit status 2."""
+    """Your images and masks read, checked and split (common/dataset.py), and what should be
+    known before minutes of training said; any refusal is one line and exit status 2."""
     try:
         train = dataset.read_folders(config.images, config.masks)
+        if not config.val_images:  # the gap: no training tile's context reaches a held-out strip
+            train, val = dataset.hold_out(train, config.val_fraction, exact_margin(config.depth), config.size)
     except DataError as error:
         parser.error(f"argument --images: {error}")
     if config.val_images:
@@ -919,38 +895,9 @@ def read_own_data(parser, config):
             val = dataset.read_folders(config.val_images, config.val_masks)
         except DataError as error:
             parser.error(f"argument --val-images: {error}")
-    else:  # the gap: no training tile's context reaches the held-out strip of a single image
-        whole, gap = train, exact_margin(config.depth)
-        train, val = dataset.hold_out(whole, config.val_fraction, gap=gap)
-        narrow = len(whole) == 1 and train[0].image.shape[1] < config.size
-        cli.check_rules(
-            parser,
-            [
-                (
-                    "--images",
-                    narrow
-                    and f"{whole[0].name} is {whole[0].image.shape[1]} px wide: without its last "
-                    f"{val[0].image.shape[1]} columns (--val-fraction) and a gap of {gap}, "
-                    f"{train[0].image.shape[1]} are left, fewer than a {config.size}-px tile; "
-                    "give --val-images and --val-masks, or a smaller --size",
-                )
-            ],
-        )
     cli.check_rules(parser, [("--size", dataset.problems(train, config.size))])
-    for warning in dataset.warnings(train):
+    for warning in dataset.warnings(train, config.batch_size, config.size, config.weight_map):
         cli.warn(warning)
-    pixels = config.batch_size * config.size**2
-    if pixels < BATCH_NORM_PIXELS:
-        cli.warn(
-            f"a batch of {config.batch_size} tiles of {config.size}² is {pixels:,} pixels: batch norm's "
-            f"statistics are noisy below {BATCH_NORM_PIXELS:,} (benchmarks/bench_small_batches.py); "
-            "a larger --batch-size or --size trains better"
-        )
-    if config.weight_map and not all(a.labelled for a in train):
-        cli.warn(
-            "binary masks: the weight map takes their connected components as the objects, "
-            "so objects that touch count as one; instance-label masks keep them apart"
-        )
     return tile_data(config, train, val)
 
 
@@ -958,38 +905,6 @@ def prediction_outputs(args, image):
     """What --predict writes for one image: its mask, overlay, labels (--labels), errors (--truth)."""
     names = ["mask", "overlay"] + ["labels"] * args.labels + ["errors"] * bool(args.truth)
     return [args.out / f"{image.stem}_{name}.png" for name in names]
-
-
-def prediction_jobs(parser, args):
-    """The images --predict names (one file, or each image in a folder), read, with their true
-    objects where --truth gives them: all read before any is segmented, so that a bad file is
-    refused before anything is written."""
-    folder = args.predict.is_dir()
-    rules = [
-        (
-            "--truth",
-            args.truth
-            and args.truth.is_dir() != folder
-            and "a folder with a --predict folder, a file with a file",
-        ),
-    ]
-    cli.check_rules(parser, rules)
-    try:
-        if args.truth and folder:
-            pairs = dataset.pair_files(args.predict, args.truth)
-        elif folder:
-            pairs = [(path, None) for path in dataset.image_files(args.predict)]
-        else:
-            pairs = [(args.predict, args.truth)]
-        if not pairs:
-            raise DataError(f"{args.predict} holds no image files ({', '.join(dataset.IMAGE_SUFFIXES)})")
-        dataset.check_total_size([path for path, _ in pairs], args.predict)
-        jobs = [Job(path, read_image(path)) for path, _ in pairs]
-        for job, (path, truth) in zip(jobs, pairs, strict=True):
-            job.truth = truth and dataset.read_pair(path, truth)
-    except (DataError, ImageError) as error:
-        parser.error(f"argument --predict: {error}")
-    return jobs
 
 
 def check_prediction(parser, args):
@@ -1015,7 +930,11 @@ def check_prediction(parser, args):
     depth, padding = checkpoint.model_args["depth"], checkpoint.model_args["padding"]
     args.margin = (MARGIN if padding == "same" else 0) if args.margin is None else args.margin
     cli.check_rules(parser, tiling_problems(args.tile, args.margin, depth, padding))
-    return checkpoint, prediction_jobs(parser, args)
+    try:
+        jobs = [Job(*read) for read in dataset.read_for_prediction(args.predict, args.truth)]
+    except DataError as error:
+        parser.error(f"argument --predict: {error}")
+    return checkpoint, jobs
 
 
 def run_training(args, device, config, resumed, data):

@@ -15,6 +15,9 @@ from common.metrics import label_components
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 MASK_SUFFIX = "_mask"  # a.png pairs with a.png or a_mask.png in the masks folder
 FEW_FOREGROUND = 0.03  # below this share of object pixels a net can score well by saying "background"
+# Batch norm's statistics want as many pixels a batch as the default's 16 images of 64²: with
+# fewer, tiles train worse and the held-out error spikes (benchmarks/bench_small_batches.py).
+BATCH_NORM_PIXELS = 16 * 64**2
 
 
 class DataError(Exception):
@@ -44,6 +47,11 @@ def image_files(folder):
     )
 
 
+def check_not_empty(images, folder):
+    if not images:
+        raise DataError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+
+
 def by_stem(paths, folder):
     """{stem: path}; two files of one stem (a.png and a.tif) are ambiguous."""
     found = {}
@@ -62,8 +70,7 @@ def pair_files(images_folder, masks_folder):
     if same:
         images = [path for path in images if not path.stem.endswith(MASK_SUFFIX)]
         masks = [path for path in masks if path.stem.endswith(MASK_SUFFIX)]
-    if not images:
-        raise DataError(f"{images_folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    check_not_empty(images, images_folder)
     masks = by_stem(masks, masks_folder)
     pairs, used = [], set()
     for stem, image in by_stem(images, images_folder).items():
@@ -111,11 +118,34 @@ def instances_of(labels, labelled):
     return separate_touching(labels) if labelled else label_components(labels[None] > 0)[0].astype(np.int32)
 
 
-def read_pair(image_path, mask_path):
-    """An Annotated image: the pixels standardised over the whole image (as --predict does) and
-    the mask's objects (`instances_of`)."""
+def option_rules(config, default):
+    """(option, problem) pairs for --images and what goes with it, the circles' options refused:
+    `config` is the run's TrainConfig, `default` one with every option at its default."""
+    own = config.images is not None
+    circles_only = "is for the circles; with --images every image in the folder trains"
+    return [
+        ("--masks", own and not config.masks and "--images needs --masks, the folder of their masks"),
+        ("--masks", not own and config.masks and "is for --images"),
+        ("--val-images", not own and config.val_images and "is for --images"),
+        ("--val-images", bool(config.val_images) != bool(config.val_masks) and "and --val-masks go together"),
+        (
+            "--val-fraction",
+            (not own or config.val_images)
+            and config.val_fraction != default.val_fraction
+            and "is for --images without --val-images",
+        ),
+        ("--touching", own and config.touching and "draws circles; your images have their own objects"),
+        ("--train-size", own and config.train_size != default.train_size and circles_only),
+        ("--val-size", own and config.val_size != default.val_size and "counts circles; use --val-fraction"),
+    ]
+
+
+def read_pair(image_path, mask_path, pixels=None):
+    """An Annotated image: the pixels (read here unless given) standardised over the whole
+    image, as --predict does, and the mask's objects (`instances_of`)."""
     try:
-        pixels, (labels, labelled) = read_image(image_path), read_mask(mask_path)
+        pixels = read_image(image_path) if pixels is None else pixels
+        labels, labelled = read_mask(mask_path)
     except ImageError as error:
         raise DataError(str(error)) from None
     if pixels.shape != labels.shape:
@@ -148,11 +178,11 @@ def check_total_size(paths, folder):
         )
 
 
-def hold_out(annotated, fraction, gap):
+def hold_out(annotated, fraction, gap, size):
     """(training, validation) images for --val-fraction: the last `fraction` of the images by
     name; a single image gives its last `fraction` of columns instead, and its training part
     ends `gap` columns before them, so that no training tile's context reaches into the
-    held-out strip."""
+    held-out strip. An image too narrow to leave a tile of `size` is refused."""
     if len(annotated) > 1:
         held = max(1, round(fraction * len(annotated)))
         held = min(held, len(annotated) - 1)
@@ -161,6 +191,13 @@ def hold_out(annotated, fraction, gap):
     width = one.image.shape[1]
     strip = max(1, round(fraction * width))
     train, val = slice(0, max(0, width - strip - gap)), slice(width - strip, width)
+    left = train.stop
+    if left < size:
+        raise DataError(
+            f"{one.name} is {width} px wide: without its last {strip} columns (--val-fraction) and a gap "
+            f"of {gap}, {left} are left, fewer than a {size}-px tile; give --val-images and --val-masks, "
+            "or a smaller --size"
+        )
     return [columns(one, train, "training part")], [columns(one, val, "held-out strip")]
 
 
@@ -186,9 +223,10 @@ def problems(train, size):
     return None
 
 
-def warnings(train):
-    """What the user should know before minutes of training: masks with no object, and a
-    foreground so rare that predicting background everywhere scores well on the loss."""
+def warnings(train, batch_size, size, weight_map):
+    """What the user should know before minutes of training: masks with no object, a
+    foreground so rare that predicting background everywhere scores well on the loss, a batch
+    too small for batch norm, binary masks under the weight map."""
     said = [f"the mask of {a.name} is all background" for a in train if not a.mask.any()]
     pixels = sum(a.mask.size for a in train)
     share = sum(int(a.mask.sum()) for a in train) / pixels
@@ -197,4 +235,39 @@ def warnings(train):
             f"objects are {share:.2%} of the training pixels: a net can learn to say background "
             "everywhere; try --weight-map or --loss bce+dice"
         )
+    pixels = batch_size * size**2
+    if pixels < BATCH_NORM_PIXELS:
+        said.append(
+            f"a batch of {batch_size} tiles of {size}² is {pixels:,} pixels: batch norm's statistics "
+            f"are noisy below {BATCH_NORM_PIXELS:,} (benchmarks/bench_small_batches.py); a larger "
+            "--batch-size or --size trains better"
+        )
+    if weight_map and not all(a.labelled for a in train):
+        said.append(
+            "binary masks: the weight map takes their connected components as the objects, "
+            "so objects that touch count as one; instance-label masks keep them apart"
+        )
     return said
+
+
+def read_for_prediction(images, truth):
+    """[(image path, pixels, Annotated with the true objects or None)] for --predict: one file,
+    or each image of a folder, with --truth a mask file or a folder of masks paired by name;
+    every file read before any is segmented, so that a bad one is refused before anything is
+    written."""
+    if truth and truth.is_dir() != images.is_dir():
+        raise DataError(f"give --truth a folder with a --predict folder, a file with a file ({truth})")
+    if images.is_dir():
+        pairs = pair_files(images, truth) if truth else [(path, None) for path in image_files(images)]
+        check_not_empty(pairs, images)
+    else:
+        pairs = [(images, truth)]
+    check_total_size([path for path, _ in pairs], images)
+    read = []
+    for path, mask in pairs:
+        try:
+            pixels = read_image(path)
+        except ImageError as error:
+            raise DataError(str(error)) from None
+        read.append((path, pixels, mask and read_pair(path, mask, pixels)))
+    return read

@@ -84,7 +84,7 @@ def test_touching_objects_are_parted_by_background_where_they_meet():
 
 def test_a_single_image_holds_out_its_last_columns_and_keeps_a_gap(pairs):
     (one,) = dataset.read_folders(pairs / "images", pairs / "masks")[:1]
-    train, val = dataset.hold_out([one], 0.2, gap=24)
+    train, val = dataset.hold_out([one], 0.2, gap=24, size=32)
     assert val[0].image.shape == (64, 19) and train[0].image.shape == (64, 96 - 19 - 24)
     np.testing.assert_array_equal(val[0].image, one.image[:, -19:])
     assert not val[0].labelled  # a binary mask: its objects are its connected components
