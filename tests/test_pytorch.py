@@ -205,7 +205,8 @@ def test_a_two_class_checkpoint_is_read_by_argmax(pytorch_script, tmp_path, caps
 
 def test_touching_with_weight_map_scores_objects(tmp_path, pytorch_script):
     pytorch_script.main(
-        [*TINY, "--touching", "--weight-map", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "n.pt")]
+        [*TINY, "--steps", "10", "--val-size", "16", "--touching", "--weight-map"]
+        + ["--out", str(tmp_path), "--checkpoint", str(tmp_path / "n.pt")]
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["touching"] and metrics["config"]["weight_map"]
