@@ -472,7 +472,7 @@ def conv_step(x, params, name, padding, trace, stage, cache=None):
     kept under `name`: the input, batch norm's x̂ and statistics, the output."""
     w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
     out = conv2d(x, w, b, padding)
-    bn = name.replace("conv", "bn")
+    bn = name.replace("conv", "norm")  # encoder.0.conv1 → encoder.0.norm1, as in 01_pytorch.UNet
     batchnorm = f"{bn}.weight" in params
     x_hat = None
     if batchnorm and cache is None:
@@ -570,7 +570,7 @@ def conv_step_backward(dout, params, name, padding, cache, grads):
     step's weights to `grads` and returns the gradient with respect to its input."""
     x, x_hat, stats, out = cache[name]
     dout = relu_backward(dout, out)
-    bn = name.replace("conv", "bn")
+    bn = name.replace("conv", "norm")
     if stats is not None:
         dout, grads[f"{bn}.weight"], grads[f"{bn}.bias"] = batch_norm_train_backward(
             dout, x_hat, params[f"{bn}.weight"], stats[1]
@@ -664,7 +664,7 @@ def loss_and_gradients(params, images, masks, *, padding="same", weight_map=None
     Returns:
     - loss: a float
     - grads: {name: array} for every convolution and batch-norm weight and bias
-    - batch_stats: {"<bn>.running_mean": batch mean, "<bn>.running_var": unbiased batch
+    - batch_stats: {"<norm>.running_mean": batch mean, "<norm>.running_var": unbiased batch
       variance} per batch-norm layer, which the running statistics are averaged towards
     """
     cache = {}
@@ -680,7 +680,7 @@ def batch_statistics(cache):
     stats = {}
     for name, (_, x_hat, layer_stats, _) in ((k, v) for k, v in cache.items() if ".conv" in k):
         if layer_stats is not None:
-            bn, (mean, var) = name.replace("conv", "bn"), layer_stats
+            bn, (mean, var) = name.replace("conv", "norm"), layer_stats
             n = x_hat.size // x_hat.shape[1]
             stats[f"{bn}.running_mean"], stats[f"{bn}.running_var"] = mean, var * n / (n - 1)
     return stats
@@ -689,7 +689,7 @@ def batch_statistics(cache):
 # ----------------------------------------------------------------------------- parameters
 
 
-def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchnorm=True, seed=0):
+def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, norm="batch", seed=0):
     """Weights for a fresh U-Net, named and shaped exactly as `01_pytorch.UNet.state_dict()`
     (common/geometry.py lists them, so that a checkpoint can be checked without building a net).
 
@@ -701,7 +701,7 @@ def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchno
     network = dict(
         in_channels=in_channels, out_channels=out_channels, base_channels=base_channels, depth=depth
     )
-    shapes = parameter_shapes(network | dict(padding="same", batchnorm=batchnorm, skip=True))
+    shapes = parameter_shapes(network | dict(padding="same", norm=norm, skip=True))
     params = {}
     for name, shape in shapes.items():
         if len(shape) == 4:  # a kernel: (F, C, k, k), or (C, F, 2, 2) for an up-convolution
@@ -709,7 +709,7 @@ def init_params(in_channels=1, out_channels=1, base_channels=8, depth=3, batchno
             params[name] = (rng.standard_normal(shape) * math.sqrt(2 / fan_in)).astype(np.float32)
         elif name.endswith("num_batches_tracked"):
             params[name] = np.array(0, np.int64)
-        elif name.endswith(("bn1.weight", "bn2.weight", "running_var")):
+        elif name.endswith(("norm1.weight", "norm2.weight", "running_var")):
             params[name] = np.ones(shape, np.float32)
         else:  # biases and running means
             params[name] = np.zeros(shape, np.float32)
@@ -989,6 +989,13 @@ def parse_args(argv=None):
         parser,
         [
             ("--weights", differ and f"the weights were trained with {differ}; drop the option that differs"),
+            (
+                "--weights",
+                checkpoint
+                and checkpoint.model_args["norm"] == "group"
+                and f"{args.weights} has group norm, which this NumPy network lacks; "
+                "01_pytorch.py --predict runs it",
+            ),
             ("--size", size_error(args.size, args.depth, args.padding)),
             ("--out", cli.first_refusal(figures)),
             *(training_problems(args) if args.train else []),
@@ -1037,7 +1044,12 @@ def run_random(args):
     """A fresh network (paper initialisation) on one synthetic circle image."""
     out_channels = 2 if args.paper else 1
     params = init_params(
-        1, out_channels, args.base_channels, args.depth, batchnorm=not args.paper, seed=args.seed
+        1,
+        out_channels,
+        args.base_channels,
+        args.depth,
+        norm="none" if args.paper else "batch",
+        seed=args.seed,
     )
     images, _ = synthetic_circles(1, args.size, seed=args.seed)
     headline = (
@@ -1163,7 +1175,7 @@ def save_training_outputs(args, params, history, final, test, preds):
     test images and the training curves, as 01_pytorch.py writes them."""
     run_id = checkpoints.new_run_id()
     network = {name: getattr(args, name) for name in ("base_channels", "depth", "padding")}
-    model_args = dict(in_channels=1, out_channels=1, batchnorm=True, skip=True) | network
+    model_args = dict(in_channels=1, out_channels=1, norm="batch", skip=True) | network
     checkpoints.save_npz(args.checkpoint, model_args=model_args, state=params, run_id=run_id, step=args.steps)
     config = {
         field.name: getattr(args, field.name) for field in fields(NetworkOptions) + fields(TrainOptions)

@@ -36,6 +36,7 @@ from common.data import standardize, synthetic_circles, touching_circles
 from common.dataset import DataError
 from common.files import atomic_write_all, save_json
 from common.geometry import (
+    NORMS,
     batch_norm_problem,
     exact_margin,
     output_size,
@@ -49,22 +50,43 @@ from common.weight_map import weight_map
 
 # ----------------------------------------------------------------------------- the network
 
+# Group norm over 4 channels: 2 to 16 groups at the default's 8 to 64 channels. One channel a
+# group (instance norm) trained worse at batch 1 (README, "Small batches of large tiles").
+CHANNELS_PER_GROUP = 4
+
+
+def normalisation(norm, channels):
+    """The layer between each convolution and its ReLU (the paper has none; it came later).
+
+    Batch norm (Ioffe & Szegedy, 2015) standardises each channel over the whole batch: its
+    statistics need many pixels a batch, and at evaluation it uses running averages of them.
+    Group norm (Wu & He, 2018) standardises groups of channels within each image, the same at
+    any batch size and at evaluation. Neither wins everywhere: group norm trains better on few
+    sparse tiles a batch, batch norm on the circles at every batch size (README, "Small batches
+    of large tiles"), so batch norm stays the default.
+    """
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "group":
+        return nn.GroupNorm(channels // math.gcd(channels, CHANNELS_PER_GROUP), channels)
+    return nn.Identity()
+
 
 class DoubleConv(nn.Module):
-    """(3×3 conv => [BN] => ReLU) × 2 — paper, Fig. 1, the blue arrows of every level."""
+    """(3×3 conv => [norm] => ReLU) × 2 — paper, Fig. 1, the blue arrows of every level."""
 
-    def __init__(self, in_channels, out_channels, padding, batchnorm):
+    def __init__(self, in_channels, out_channels, padding, norm):
         super().__init__()
         pad = 1 if padding == "same" else 0
-        # A convolution's bias is redundant right before batch norm, which subtracts the mean.
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=pad, bias=not batchnorm)
-        self.bn1 = nn.BatchNorm2d(out_channels) if batchnorm else nn.Identity()
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=pad, bias=not batchnorm)
-        self.bn2 = nn.BatchNorm2d(out_channels) if batchnorm else nn.Identity()
+        bias = norm == "none"  # a bias is redundant right before a norm, which subtracts the mean
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=pad, bias=bias)
+        self.norm1 = normalisation(norm, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=pad, bias=bias)
+        self.norm2 = normalisation(norm, out_channels)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(x)))
 
 
 def max_pool2x2(x):
@@ -102,7 +124,7 @@ class UNet(nn.Module):
     `depth` is the number of 2×2 max-pool steps; level l has base_channels·2^l channels.
     The defaults (base 8, depth 3, 121 k parameters) reach Dice 0.98 on 64×64 circles in a
     fifth of the time of the paper-like base 16, depth 4 (benchmarks/bench_train.py).
-    UNet(out_channels=2, base_channels=64, depth=4, padding="valid", batchnorm=False) is
+    UNet(out_channels=2, base_channels=64, depth=4, padding="valid", norm="none") is
     exactly the paper's network: 572×572 in, 388×388×2 out, 31,030,658 parameters.
     `skip=False` feeds the decoder zeros where the encoder map would be, same shapes, to
     measure what the skip connections are worth.
@@ -115,24 +137,22 @@ class UNet(nn.Module):
         base_channels=8,
         depth=3,
         padding="same",
-        batchnorm=True,
+        norm="batch",
         skip=True,
     ):
         super().__init__()
         self.skip = skip
         channels = [base_channels * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList(
-            DoubleConv(c_in, c_out, padding, batchnorm)
+            DoubleConv(c_in, c_out, padding, norm)
             for c_in, c_out in zip([in_channels] + channels[:-2], channels[:-1], strict=True)
         )
-        self.bottleneck = DoubleConv(channels[-2], channels[-1], padding, batchnorm)
+        self.bottleneck = DoubleConv(channels[-2], channels[-1], padding, norm)
         # Up-convolution (paper: "a 2×2 convolution that halves the number of feature channels").
         self.up_convs = nn.ModuleList(
             nn.ConvTranspose2d(c, c // 2, kernel_size=2, stride=2) for c in reversed(channels[1:])
         )
-        self.decoder = nn.ModuleList(
-            DoubleConv(c, c // 2, padding, batchnorm) for c in reversed(channels[1:])
-        )
+        self.decoder = nn.ModuleList(DoubleConv(c, c // 2, padding, norm) for c in reversed(channels[1:]))
         self.head = nn.Conv2d(base_channels, out_channels, kernel_size=1)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -189,6 +209,9 @@ class TrainConfig:
         "auto", choices=("auto", "cpu", "cuda", "mps"), help="auto: cuda, else mps, else cpu"
     )
     skip: bool = option(True, help="cut the skip connections (the decoder gets zeros) to see what they do")
+    norm: str = option(
+        "batch", choices=NORMS, help="after each convolution; group: for few tiles a batch (README)"
+    )
     channels_last: bool = option(True, help="keep the default NCHW memory layout (1.5× slower on CPU)")
     mixed_precision: bool = option(True, help="train in fp32 on CUDA too, instead of bf16 autocast")
     touching: bool = option(False, help="clusters of circles 1-3 px apart, scored by object F1 too")
@@ -216,8 +239,9 @@ class TrainConfig:
 
 def model_args(config):
     """The UNet keyword arguments a recipe implies: what a checkpoint needs to rebuild the net."""
-    fixed = dict(in_channels=1, out_channels=1, padding="same", batchnorm=True)
-    return fixed | dict(base_channels=config.base_channels, depth=config.depth, skip=config.skip)
+    fixed = dict(in_channels=1, out_channels=1, padding="same")
+    network = dict(base_channels=config.base_channels, depth=config.depth, norm=config.norm, skip=config.skip)
+    return fixed | network
 
 
 @dataclass
@@ -856,7 +880,11 @@ def check_training(parser, args, device):
             *[(name, getattr(args, name[2:]) and "is for --predict") for name in ("--labels", "--truth")],
             ("--size", size_error(config.size, config.depth, "same")),
             *memory,
-            ("--batch-size", batch_norm_problem(config.batch_size, config.size, config.depth, "same")),
+            (
+                "--batch-size",
+                config.norm == "batch"
+                and batch_norm_problem(config.batch_size, config.size, config.depth, "same"),
+            ),
             ("--weight-map", config.weight_map and not (config.touching or own) and needs_instances),
             ("--loss", config.loss == "dice" and config.weight_map and unweighted_dice),
             (
@@ -896,7 +924,7 @@ def read_own_data(parser, config):
         except DataError as error:
             parser.error(f"argument --val-images: {error}")
     cli.check_rules(parser, [("--size", dataset.problems(train, config.size))])
-    for warning in dataset.warnings(train, config.batch_size, config.size, config.weight_map):
+    for warning in dataset.warnings(train, config.batch_size, config.size, config.norm, config.weight_map):
         cli.warn(warning)
     return tile_data(config, train, val)
 
@@ -950,7 +978,8 @@ def run_training(args, device, config, resumed, data):
     data = data or make_data(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"UNet(base_channels={config.base_channels}, depth={config.depth}): {n_params:,} parameters, "
+        f"UNet(base_channels={config.base_channels}, depth={config.depth}, norm={config.norm}): "
+        f"{n_params:,} parameters, "
         f"training on {device.type}, {describe_data(data, config)}, "
         f"{augmentation_name(config)}, loss {config.loss}"
         + (f", resuming {args.resume} at step {resumed.step}" if resumed else "")

@@ -38,7 +38,7 @@ def resident_kib(field):
 def paper_forward(framework):
     """A function running the paper network's forward pass once in `framework`."""
     scratch = importlib.import_module("00_scratch")
-    params = scratch.init_params(1, 2, 64, 4, batchnorm=False, seed=0)
+    params = scratch.init_params(1, 2, 64, 4, norm="none", seed=0)
     image = np.random.default_rng(0).standard_normal((1, 1, 572, 572)).astype(np.float32)
     if framework == "numpy":
         return lambda: scratch.unet_forward(image, params, padding="valid")
@@ -46,7 +46,7 @@ def paper_forward(framework):
 
     net = (
         importlib.import_module("01_pytorch")
-        .UNet(out_channels=2, base_channels=64, depth=4, padding="valid", batchnorm=False)
+        .UNet(out_channels=2, base_channels=64, depth=4, padding="valid", norm="none")
         .eval()
     )
     net.load_state_dict({name: torch.from_numpy(value) for name, value in params.items()})
@@ -105,9 +105,7 @@ def paper_gflops():
     scratch = importlib.import_module("00_scratch")
     trace = scratch.Trace(echo=False)
     image = np.zeros((1, 1, 572, 572), np.float32)
-    scratch.unet_forward(
-        image, scratch.init_params(1, 2, 64, 4, batchnorm=False), padding="valid", trace=trace
-    )
+    scratch.unet_forward(image, scratch.init_params(1, 2, 64, 4, norm="none"), padding="valid", trace=trace)
     return sum(row["flops"] for row in trace.rows) / 1e9
 
 

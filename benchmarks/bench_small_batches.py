@@ -1,6 +1,6 @@
-"""Small batches of large tiles, as the paper trained (batch 1 of a 572² tile): the default recipe
-(batch norm, Adam, one-cycle to a peak lr of 1e-2) against the proposed rule, group norm when a
-batch holds fewer pixels than the default batch of 16 images of 64² (65,536 pixels).
+"""Small batches of large tiles, as the paper trained (batch 1 of a 572² tile): batch norm at every
+batch size (with Adam, one-cycle to a peak lr of 1e-2) against 01_pytorch.py's --norm auto,
+group norm when a batch holds fewer pixels than the default batch of 16 images of 64² (65,536).
 
     python benchmarks/bench_small_batches.py [--batches 1 4 16] [--tiles 64 128 256]
         [--steps 200] [--seeds 0] [--threads 1] [--figure PATH]
@@ -12,8 +12,8 @@ whole, in eval mode, every 10 steps. The table gives the median over seeds of th
 error, Dice and boundary F1, the worst pixel error after step 20 (a net that learned and then
 lost it), the final error in train mode (each image normalised by its own statistics: where it
 is far below the eval-mode error, batch norm's running statistics are what went wrong), and
-the seconds a run took, evaluations included. A cell where the rule keeps batch norm is the
-current recipe's run, shown again, not run twice.
+the seconds a run took, evaluations included. A cell where --norm auto keeps batch norm is the
+batch-norm run, shown again, not run twice.
 
 Measured on one CPU thread (torch.set_num_threads(1); --threads changes it): the default grid
 takes about 18 minutes, 13 of them the three batch-16 runs (`--tiles 64 128`: about 5).
@@ -38,6 +38,7 @@ from benchmarks.runs import lesson  # noqa: E402
 from common.data import touching_circles  # noqa: E402
 from common.metrics import boundary_f1, dice  # noqa: E402
 from common.plotting import save_figure  # noqa: E402
+from common.recipe import norm_for  # noqa: E402
 
 IMAGE_SIDE, TRAIN_IMAGES, HELD_OUT = 512, 4, 2
 # 300 circles of radius 5-13 px (the 64² circles' are 5-14 px) grow one cluster that covers about
@@ -46,30 +47,7 @@ MANY_CIRCLES = dict(circles=(300, 300), radius=(0.01, 0.025))
 HELD_OUT_SEED = 10_000  # added to the seed, as common/recipe.py's VAL_SEED
 EVAL_EVERY = 10
 STABLE_FROM = 20  # the worst error is taken from this step on: the first steps may be bad
-DEFAULT_PIXELS = 16 * 64**2  # the default batch: 16 images of 64²
-CHANNELS_PER_GROUP = 4  # group norm: 2, 4, 8, 16 groups at the default's 8-64 channels
-
-
-def current_norm(batch, tile):
-    return "batch"
-
-
-def proposed_norm(batch, tile):
-    """The rule: batch norm's statistics need as many pixels a batch as the default's batch."""
-    return "group" if batch * tile**2 < DEFAULT_PIXELS else "batch"
-
-
-RECIPES = {"current": current_norm, "proposed": proposed_norm}
-
-
-def with_group_norm(model):
-    """Every BatchNorm2d of the model replaced by a GroupNorm over the same channels."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, torch.nn.BatchNorm2d):
-                channels = child.num_features
-                setattr(module, name, torch.nn.GroupNorm(channels // CHANNELS_PER_GROUP, channels))
-    return model
+RECIPES = {"--norm batch": lambda batch, tile: "batch", "--norm auto": norm_for}
 
 
 def large_images(seed, n):
@@ -112,10 +90,8 @@ def train_run(norm, batch, tile, train, held_out, steps, seed):
     """One run from scratch, as 01_pytorch.py trains (BCE, Adam, its one-cycle schedule), on
     random tiles; its held-out error every EVAL_EVERY steps and its final scores."""
     torch.manual_seed(seed)
-    config = replace(lesson.TrainConfig(), batch_size=batch, size=tile, steps=steps, seed=seed)
+    config = replace(lesson.TrainConfig(), batch_size=batch, size=tile, steps=steps, seed=seed, norm=norm)
     model = lesson.build_model(config, torch.device("cpu"))
-    if norm == "group":
-        with_group_norm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = lesson.make_scheduler(optimizer, config, steps)
     generator = torch.Generator().manual_seed(seed)

@@ -31,7 +31,7 @@ import numpy as np
 
 from common.cli import warn
 from common.files import atomic_write, atomic_write_all
-from common.geometry import MAX_BASE_CHANNELS, MAX_DEPTH, PADDINGS, is_trainable, parameter_shapes
+from common.geometry import MAX_BASE_CHANNELS, MAX_DEPTH, NORMS, PADDINGS, is_trainable, parameter_shapes
 
 MODEL_ARG_TYPES = {
     "in_channels": int,
@@ -39,7 +39,7 @@ MODEL_ARG_TYPES = {
     "base_channels": int,
     "depth": int,
     "padding": str,
-    "batchnorm": bool,
+    "norm": str,
     "skip": bool,
 }
 TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false", dict: "a dict"}
@@ -70,7 +70,7 @@ def _largest_checkpoint_bytes():
     """The size of a .pt for the largest network the limits allow, in float64 (the widest
     weights accepted), with Adam's two moments per parameter, plus 1 MiB of names and headers."""
     largest = dict(in_channels=1, out_channels=2, base_channels=MAX_BASE_CHANNELS, depth=MAX_DEPTH)
-    shapes = parameter_shapes(largest | dict(padding="same", batchnorm=True, skip=True))
+    shapes = parameter_shapes(largest | dict(padding="same", norm="batch", skip=True))
     return sum(math.prod(shape) for shape in shapes.values()) * 8 * 3 + 2**20
 
 
@@ -253,9 +253,9 @@ def _load_pt(path):
     except (RuntimeError, OSError, EOFError, ValueError):
         raise CheckpointError(f"{path} is damaged or truncated") from None
     _check_pt_contents(path, contents)
-    model_args = contents["model_args"]
+    model_args, named = _before_norm(contents["model_args"])
     _check_model_args(path, model_args)
-    arrays = {name: _as_array(path, name, tensor) for name, tensor in contents["state_dict"].items()}
+    arrays = {named(name): _as_array(path, name, tensor) for name, tensor in contents["state_dict"].items()}
     state = _checked_state(path, arrays, model_args)
     return Checkpoint(
         path,
@@ -313,11 +313,13 @@ def _load_npz(path):
     with _damaged_if_unreadable(path):
         declared = _npz_declared(path)
         with np.load(path, allow_pickle=False) as archive:
-            model_args = _parse_model_args(path, archive["model_args"])
+            model_args, named = _parse_model_args(path, archive["model_args"])
             run_id, step = _npz_run(path, archive)
-            weights = {name: declared[name] for name in declared if name not in NPZ_INFO}
-            _check_declared(path, weights, parameter_shapes(model_args))
-            arrays = {name: archive[name] for name in weights}
+            stored = [name for name in declared if name not in NPZ_INFO]
+            _check_declared(
+                path, {named(name): declared[name] for name in stored}, parameter_shapes(model_args)
+            )
+            arrays = {named(name): archive[name] for name in stored}
     return Checkpoint(path, model_args, _checked_state(path, arrays, model_args), run_id, step)
 
 
@@ -368,12 +370,28 @@ def _npy_header(path, archive, info):
 
 
 def _parse_model_args(path, array):
+    """(model_args, the weights' names as they read now) of an .npz: see `_before_norm`."""
     try:
-        model_args = json.loads(str(array))
+        model_args, named = _before_norm(json.loads(str(array)))
     except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path} has a model_args that is not JSON of a dict") from None
     _check_model_args(path, model_args)
-    return model_args
+    return model_args, named
+
+
+def _before_norm(model_args):
+    """(model_args, name → the name it has now): files written before group norm joined said
+    batchnorm=true/false where norm="batch"/"none" stands now, and named the norms bn1, bn2
+    where norm1, norm2 stand; they read as today's. Anything else is returned as it is."""
+    if (
+        not isinstance(model_args, dict)
+        or type(model_args.get("batchnorm")) is not bool
+        or "norm" in model_args
+    ):
+        return model_args, lambda name: name
+    norm = "batch" if model_args["batchnorm"] else "none"
+    model_args = {key: value for key, value in model_args.items() if key != "batchnorm"} | {"norm": norm}
+    return model_args, lambda name: re.sub(r"\.bn([12])\.", r".norm\1.", name)
 
 
 def _npz_run(path, archive):
@@ -452,8 +470,9 @@ def _model_args_problem(model_args):
     for name, largest in (("depth", MAX_DEPTH), ("base_channels", MAX_BASE_CHANNELS)):
         if not 1 <= model_args[name] <= largest:
             return f"{name}={model_args[name]}, outside the allowed 1 to {largest}"
-    if model_args["padding"] not in PADDINGS:
-        return f"padding={model_args['padding']!r}, not one of {', '.join(PADDINGS)}"
+    for name, allowed in (("padding", PADDINGS), ("norm", NORMS)):
+        if model_args[name] not in allowed:
+            return f"{name}={_shown(model_args[name])}, not one of {', '.join(allowed)}"
     return None
 
 

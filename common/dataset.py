@@ -223,10 +223,10 @@ def problems(train, size):
     return None
 
 
-def warnings(train, batch_size, size, weight_map):
+def warnings(train, batch_size, size, norm, weight_map):
     """What the user should know before minutes of training: masks with no object, a
     foreground so rare that predicting background everywhere scores well on the loss, a batch
-    too small for batch norm, binary masks under the weight map."""
+    too small for batch norm's statistics, binary masks under the weight map."""
     said = [f"the mask of {a.name} is all background" for a in train if not a.mask.any()]
     pixels = sum(a.mask.size for a in train)
     share = sum(int(a.mask.sum()) for a in train) / pixels
@@ -236,11 +236,11 @@ def warnings(train, batch_size, size, weight_map):
             "everywhere; try --weight-map or --loss bce+dice"
         )
     pixels = batch_size * size**2
-    if pixels < BATCH_NORM_PIXELS:
+    if norm == "batch" and pixels < BATCH_NORM_PIXELS:
         said.append(
             f"a batch of {batch_size} tiles of {size}² is {pixels:,} pixels: batch norm's statistics "
             f"are noisy below {BATCH_NORM_PIXELS:,} (benchmarks/bench_small_batches.py); a larger "
-            "--batch-size or --size trains better"
+            "--batch-size or --size trains better (README: small batches)"
         )
     if weight_map and not all(a.labelled for a in train):
         said.append(

@@ -10,6 +10,7 @@ import itertools
 import math
 
 PADDINGS = ("same", "valid")
+NORMS = ("batch", "group", "none")  # what follows each 3×3 convolution, before its ReLU
 TRIM_PER_DOUBLE_CONV = {"same": 0, "valid": 4}  # two 3×3 convolutions, 1 px lost per side each
 
 
@@ -151,20 +152,23 @@ def parameter_shapes(model_args):
     """Name → shape of every entry of `UNet(**model_args).state_dict()`, in its order.
 
     Computed, not built: a checkpoint's shapes are checked before a network of that size is
-    ever allocated. Level l has base_channels·2^l channels; with batch norm a convolution has
-    no bias (the norm subtracts the mean), and each norm keeps 4 vectors and a step count.
+    ever allocated. Level l has base_channels·2^l channels; followed by a norm, a convolution
+    has no bias (the norm subtracts the mean); each norm has a scale and a shift per channel,
+    and batch norm also keeps its running mean and variance and a step count.
     """
     shapes = {}
 
     def double_conv(prefix, c_in, c_out):  # paper, Fig. 1: two 3×3 convolutions per level
         for conv, c in (("1", c_in), ("2", c_out)):
             shapes[f"{prefix}.conv{conv}.weight"] = (c_out, c, 3, 3)
-            if model_args["batchnorm"]:
-                for name in ("weight", "bias", "running_mean", "running_var"):
-                    shapes[f"{prefix}.bn{conv}.{name}"] = (c_out,)
-                shapes[f"{prefix}.bn{conv}.num_batches_tracked"] = ()
-            else:
+            if model_args["norm"] == "none":
                 shapes[f"{prefix}.conv{conv}.bias"] = (c_out,)
+                continue
+            norm = f"{prefix}.norm{conv}"
+            shapes[f"{norm}.weight"] = shapes[f"{norm}.bias"] = (c_out,)
+            if model_args["norm"] == "batch":
+                shapes[f"{norm}.running_mean"] = shapes[f"{norm}.running_var"] = (c_out,)
+                shapes[f"{norm}.num_batches_tracked"] = ()
 
     base, depth = model_args["base_channels"], model_args["depth"]
     channels = [base * 2**level for level in range(depth + 1)]
@@ -193,7 +197,7 @@ def training_memory_problems(train_size, held_out, size, batch_size, base_channe
     pixels = (train_size + held_out) * size**2
     work = batch_size * size**2 * base_channels
     network = dict(in_channels=1, out_channels=1, base_channels=base_channels, depth=depth)
-    shapes = parameter_shapes(network | dict(padding="same", batchnorm=True, skip=True))
+    shapes = parameter_shapes(network | dict(padding="same", norm="batch", skip=True))
     parameters = sum(math.prod(shape) for name, shape in shapes.items() if is_trainable(name))
     return [
         (

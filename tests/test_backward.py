@@ -140,23 +140,23 @@ def test_bce_with_logits_is_pytorchs_and_stable(scratch, rng, weighted):
 # ----------------------------------------------------------------------------- the whole network
 
 
-def randomised_unet(pytorch_script, padding, batchnorm, skip=True):
+def randomised_unet(pytorch_script, padding, norm, skip=True):
     """A tiny float64 UNet whose batch-norm weights and biases are not at their identity start."""
     torch.manual_seed(1)
-    net = pytorch_script.UNet(base_channels=4, depth=2, padding=padding, batchnorm=batchnorm, skip=skip)
+    net = pytorch_script.UNet(base_channels=4, depth=2, padding=padding, norm=norm, skip=skip)
     net = net.double().train()
     with torch.no_grad():
         for name, parameter in net.named_parameters():
-            if "bn" in name or name.endswith("bias"):
+            if ".norm" in name or name.endswith("bias"):
                 parameter.uniform_(0.5, 1.5) if name.endswith("weight") else parameter.uniform_(-0.3, 0.3)
     return net
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
-@pytest.mark.parametrize("batchnorm", [True, False])
+@pytest.mark.parametrize("norm", ["batch", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_loss_and_gradients_are_autograds(scratch, pytorch_script, padding, batchnorm, weighted):
-    net = randomised_unet(pytorch_script, padding, batchnorm)
+def test_loss_and_gradients_are_autograds(scratch, pytorch_script, padding, norm, weighted):
+    net = randomised_unet(pytorch_script, padding, norm)
     rng = np.random.default_rng(2)
     images = rng.standard_normal((3, 1, 44 if padding == "valid" else 16, 16 if padding == "same" else 44))
     params = {name: value.detach().numpy().copy() for name, value in net.state_dict().items()}
@@ -186,7 +186,7 @@ def test_loss_and_gradients_are_autograds(scratch, pytorch_script, padding, batc
 
 
 def test_without_skips_the_encoder_gets_only_the_long_path(scratch, pytorch_script):
-    net = randomised_unet(pytorch_script, "same", True, skip=False)
+    net = randomised_unet(pytorch_script, "same", "batch", skip=False)
     images = np.random.default_rng(3).standard_normal((2, 1, 16, 16))
     params = {name: value.detach().numpy().copy() for name, value in net.state_dict().items()}
     logits = net(torch.from_numpy(images))
@@ -253,7 +253,7 @@ def test_training_follows_pytorch_step_for_step(pytorch_script):
     images = rng.standard_normal((12, 1, 16, 16))
     masks = (images > 0.5).astype(np.float64)
     batches = [rng.choice(12, size=4, replace=False) for _ in range(steps)]
-    net = randomised_unet(pytorch_script, "same", True)
+    net = randomised_unet(pytorch_script, "same", "batch")
     numpy_losses, torch_losses, params = bench.train_side_by_side(net, images, masks, batches, 0.01)
     assert np.allclose(numpy_losses, torch_losses, rtol=1e-4, atol=0)
     assert numpy_losses[-1] < 0.8 * numpy_losses[0]  # it learned
@@ -320,7 +320,7 @@ def test_train_with_valid_padding_crops_the_masks_and_records_it(scratch, in_tmp
 def test_gradient_check_of_weights_without_skips_checks_that_network(scratch, in_tmp, capsys):
     params = scratch.init_params(1, 1, base_channels=4, depth=2, seed=0)
     model_args = dict(in_channels=1, out_channels=1, base_channels=4, depth=2, padding="same")
-    model_args |= dict(batchnorm=True, skip=False)
+    model_args |= dict(norm="batch", skip=False)
     checkpoints.save_npz(in_tmp / "no_skip.npz", model_args=model_args, state=params, run_id="r", step=0)
     scratch.main(["--gradient-check", "--weights", "no_skip.npz", "--size", "16"])
     out = capsys.readouterr().out

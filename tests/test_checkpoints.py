@@ -22,9 +22,7 @@ from common.checkpoints import (
 )
 from common.geometry import is_trainable, parameter_shapes
 
-TINY = dict(
-    in_channels=1, out_channels=1, base_channels=2, depth=1, padding="same", batchnorm=True, skip=True
-)
+TINY = dict(in_channels=1, out_channels=1, base_channels=2, depth=1, padding="same", norm="batch", skip=True)
 OLD_FORMAT = (
     "is in an older checkpoint format (before model_args); retrain it with this version of 01_pytorch.py"
 )
@@ -265,6 +263,49 @@ def test_the_older_format_gets_one_line_in_both_kinds(tmp_path):
     assert refusal(old_npz) == f"{old_npz} {OLD_FORMAT}"
 
 
+def as_written_before_group_norm(model_args, state):
+    """model_args and weights as files said them before `norm`: batchnorm=true/false, bn1/bn2."""
+    earlier = {key: value for key, value in model_args.items() if key != "norm"}
+    earlier["batchnorm"] = model_args["norm"] == "batch"
+    return earlier, {name.replace(".norm", ".bn"): value for name, value in state.items()}
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_files_from_before_group_norm_read_as_today_in_both_kinds(tmp_path, norm):
+    model_args = TINY | dict(norm=norm)
+    state = random_state(model_args)
+    earlier_args, earlier_state = as_written_before_group_norm(model_args, state)
+    assert any(".bn1." in name for name in earlier_state) == (norm == "batch")
+    tensors = {name: torch.from_numpy(value) for name, value in earlier_state.items()}
+    pt = tmp_path / "earlier.pt"
+    torch.save(
+        dict(model_args=earlier_args, state_dict=tensors, optimizer={}, config={}, run_id="r", step=1), pt
+    )
+    npz = tmp_path / "lone.npz"
+    np.savez(
+        npz,
+        model_args=np.array(json.dumps(earlier_args)),
+        run_id=np.array("r"),
+        step=np.array(1),
+        **earlier_state,
+    )
+    for path in (pt, npz):
+        checkpoint = load(path)
+        assert checkpoint.model_args == model_args and list(checkpoint.model_args)[-1] == "norm"
+        assert list(checkpoint.state) == list(parameter_shapes(model_args))
+        for name, value in state.items():
+            np.testing.assert_array_equal(checkpoint.state[name], value)
+
+
+def test_a_group_norm_network_round_trips_without_running_statistics(tmp_path):
+    model_args = TINY | dict(norm="group", base_channels=4)
+    state = random_state(model_args)
+    assert "encoder.0.norm1.weight" in state and not any("running" in name for name in state)
+    save_npz(tmp_path / "g.npz", model_args=model_args, state=state, run_id="g", step=2)
+    checkpoint = load(tmp_path / "g.npz")
+    assert checkpoint.model_args == model_args and list(checkpoint.state) == list(state)
+
+
 def set_weight(name, value):
     """A change to a .pt's or .npz's weights: `name` gets `value`."""
 
@@ -317,7 +358,8 @@ def model_args_change(**changes):
         (model_args_change(padding="full"), "has model_args padding='full', not one of same, valid"),
         (model_args_change(depth="three"), "has model_args depth='three', not an integer"),
         (model_args_change(depth=2.0), "has model_args depth=2.0, not an integer"),
-        (model_args_change(batchnorm=1), "has model_args batchnorm=1, not true or false"),
+        (model_args_change(skip=1), "has model_args skip=1, not true or false"),
+        (model_args_change(norm="layer"), "has model_args norm='layer', not one of batch, group, none"),
         (model_args_change(depth=0), "has model_args depth=0, outside the allowed 1 to 6"),
         (
             model_args_change(base_channels=256),
@@ -349,8 +391,8 @@ def model_args_change(**changes):
             "does not fit its model_args: it lacks head.bias (1,)",
         ),
         (
-            set_weight("encoder.0.bn1.running_var", [1.0, np.nan]),
-            "has encoder.0.bn1.running_var holding NaN or infinite values",
+            set_weight("encoder.0.norm1.running_var", [1.0, np.nan]),
+            "has encoder.0.norm1.running_var holding NaN or infinite values",
         ),
         (set_weight("head.bias", [-np.inf]), "has head.bias holding NaN or infinite values"),
         (set_weight("head.bias", [1e300]), "has head.bias holding NaN or infinite values"),  # inf in float32
@@ -360,8 +402,8 @@ def model_args_change(**changes):
         ),
         (set_weight("head.bias", [True]), "has head.bias of bool where real numbers belong"),
         (
-            set_weight("bottleneck.bn2.num_batches_tracked", np.array(7.0, np.float32)),
-            "has bottleneck.bn2.num_batches_tracked of float32 where integers belong",
+            set_weight("bottleneck.norm2.num_batches_tracked", np.array(7.0, np.float32)),
+            "has bottleneck.norm2.num_batches_tracked of float32 where integers belong",
         ),
     ],
 )
@@ -460,12 +502,12 @@ def test_resuming_needs_the_optimizer_state_of_a_pt(saved):
         ),
         (
             lambda o: o["state"][2].pop("step"),
-            "the entry for encoder.0.bn1.bias lacks one of the tensors step",
+            "the entry for encoder.0.norm1.bias lacks one of the tensors step",
         ),
         (lambda o: o["state"].update({99: {}}), "its state is not a dict from parameter numbers 0 to 21"),
         (lambda o: o["param_groups"][0].update(params=[0, 1]), "does not number the 22 parameters 0 to 21"),
         (lambda o: o["param_groups"].append({}), "its param_groups is not a list of one group"),
-        (lambda o: o["state"][1].update(step=torch.ones(5)), "encoder.0.bn1.weight's step is not a count"),
+        (lambda o: o["state"][1].update(step=torch.ones(5)), "encoder.0.norm1.weight's step is not a count"),
         (lambda o: o["state"][1].update(step=torch.tensor(float("nan"))), "step is not a count of steps"),
         (lambda o: o["state"][3]["exp_avg_sq"].fill_(-1.0), "exp_avg_sq, a mean of squares, is negative"),
     ],

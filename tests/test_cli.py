@@ -71,7 +71,10 @@ PYTORCH_CASES = [
     (["--augment", "elastic", "--elastic-sigma", "nan"], ["argument --elastic-sigma", "'nan'"]),
     (["--loss", "focal"], ["argument --loss", "invalid choice"]),
     (["--loss", "dice", "--touching", "--weight-map"], ["argument --loss", "use --loss bce or bce+dice"]),
-    (["--batch-size", "1", "--size", "8"], ["argument --batch-size", "one value per channel"]),
+    (
+        ["--batch-size", "1", "--size", "8", "--norm", "batch"],
+        ["argument --batch-size", "one value per channel"],
+    ),
     (["--weight-map"], ["argument --weight-map", "needs --touching"]),
     (["--checkpoint", "net2.npz"], ["argument --checkpoint", "give a .pt path"]),
     (["--checkpoint", "a_folder"], ["argument --checkpoint", "give a .pt path"]),

@@ -81,8 +81,8 @@ def test_divergence_is_seen_in_the_weights_and_in_the_loss(pytorch_script):
         pytorch_script.check_divergence(model, loss=0.1, untrained_loss=0.7)
     with torch.no_grad():
         model.encoder[0].conv1.weight[0, 0, 0, 0] = 0.5
-        model.encoder[0].bn2.running_var[1] = float("inf")  # --lr 1e10, while the loss stays finite
-    with pytest.raises(diverged, match="encoder.0.bn2.running_var reached inf"):
+        model.encoder[0].norm2.running_var[1] = float("inf")  # --lr 1e10, while the loss stays finite
+    with pytest.raises(diverged, match="encoder.0.norm2.running_var reached inf"):
         pytorch_script.check_divergence(model, loss=0.1, untrained_loss=0.7)
 
 

@@ -13,11 +13,10 @@ from common.geometry import (
 )
 
 NETWORKS = [
-    dict(in_channels=1, out_channels=1, base_channels=8, depth=3, padding="same", batchnorm=True, skip=True),
-    dict(
-        in_channels=1, out_channels=2, base_channels=4, depth=1, padding="valid", batchnorm=False, skip=True
-    ),
-    dict(in_channels=3, out_channels=2, base_channels=2, depth=5, padding="same", batchnorm=True, skip=False),
+    dict(in_channels=1, out_channels=1, base_channels=8, depth=3, padding="same", norm="batch", skip=True),
+    dict(in_channels=1, out_channels=2, base_channels=4, depth=1, padding="valid", norm="none", skip=True),
+    dict(in_channels=3, out_channels=2, base_channels=2, depth=5, padding="same", norm="batch", skip=False),
+    dict(in_channels=1, out_channels=1, base_channels=6, depth=2, padding="valid", norm="group", skip=True),
 ]
 
 
@@ -67,7 +66,7 @@ def test_parameter_shapes_are_those_of_the_numpy_unet(scratch, model_args):
         out_channels=model_args["out_channels"],
         base_channels=model_args["base_channels"],
         depth=model_args["depth"],
-        batchnorm=model_args["batchnorm"],
+        norm=model_args["norm"],
     )
     assert [(name, value.shape) for name, value in params.items()] == list(
         parameter_shapes(model_args).items()
@@ -76,7 +75,7 @@ def test_parameter_shapes_are_those_of_the_numpy_unet(scratch, model_args):
 
 def test_the_papers_network_has_the_papers_parameter_count():
     paper = dict(
-        in_channels=1, out_channels=2, base_channels=64, depth=4, padding="valid", batchnorm=False, skip=True
+        in_channels=1, out_channels=2, base_channels=64, depth=4, padding="valid", norm="none", skip=True
     )
     assert sum(math.prod(shape) for shape in parameter_shapes(paper).values()) == 31_030_658
 
@@ -90,7 +89,7 @@ def test_receptive_fields_against_autograd(pytorch_script, monkeypatch, padding,
     import torch
 
     monkeypatch.setattr(pytorch_script, "max_pool2x2", lambda x: torch.nn.functional.avg_pool2d(x, 2))
-    net = pytorch_script.UNet(base_channels=1, depth=depth, padding=padding, batchnorm=False).double()
+    net = pytorch_script.UNet(base_channels=1, depth=depth, padding=padding, norm="none").double()
     with torch.no_grad():
         for parameter in net.parameters():
             parameter.fill_(1.0)

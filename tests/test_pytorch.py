@@ -29,7 +29,7 @@ def test_shapes(pytorch_script, depth, padding, size, out):
 
 
 def test_paper_network(pytorch_script):
-    net = pytorch_script.UNet(out_channels=2, base_channels=64, depth=4, padding="valid", batchnorm=False)
+    net = pytorch_script.UNet(out_channels=2, base_channels=64, depth=4, padding="valid", norm="none")
     assert sum(p.numel() for p in net.parameters()) == 31_030_658
     with torch.inference_mode():
         assert net(torch.zeros(1, 1, 572, 572)).shape == (1, 2, 388, 388)
@@ -188,7 +188,7 @@ def test_a_two_class_checkpoint_is_read_by_argmax(pytorch_script, tmp_path, caps
     """The paper's two output channels: the object is where class 1's logit is the larger."""
     torch.manual_seed(0)
     args = dict(
-        in_channels=1, out_channels=2, base_channels=2, depth=1, padding="same", batchnorm=False, skip=True
+        in_channels=1, out_channels=2, base_channels=2, depth=1, padding="same", norm="none", skip=True
     )
     net = pytorch_script.UNet(**args).eval()
     checkpoints.save_npz(tmp_path / "two.npz", model_args=args, state=net.state_dict(), run_id="r", step=0)
@@ -233,3 +233,35 @@ def test_weight_map_weighs_the_loss(pytorch_script):
         plain = torch.nn.functional.binary_cross_entropy_with_logits(net(images), masks).item()
     assert losses[0] == pytest.approx(plain, rel=1e-6)
     assert losses[1] == pytest.approx(2 * plain, rel=1e-6)
+
+
+def test_group_norm_standardises_groups_of_channels_within_each_image(pytorch_script):
+    layer = pytorch_script.normalisation("group", 8)
+    assert pytorch_script.normalisation("group", 6).num_groups == 3  # groups of gcd(6, 4) = 2 channels
+    x = torch.randn(3, 8, 5, 5) * 4 + 2
+    with torch.no_grad():
+        y = layer(x)  # scale 1, shift 0 when fresh
+        groups = x.reshape(3, 2, 4 * 25)  # image, group of 4 channels, its values
+        by_hand = (groups - groups.mean(-1, keepdim=True)) / torch.sqrt(
+            groups.var(-1, unbiased=False, keepdim=True) + 1e-5
+        )
+        torch.testing.assert_close(y, by_hand.reshape(x.shape))
+        torch.testing.assert_close(layer(x[1:2]), y[1:2])  # the rest of the batch plays no part
+
+
+def test_a_group_norm_run_predicts_and_the_numpy_net_refuses_it(pytorch_script, scratch, in_tmp, capsys):
+    pytorch_script.main(
+        ["--norm", "group", "--steps", "2", "--train-size", "4", "--val-size", "2", "--batch-size", "2"]
+        + ["--size", "32", "--base-channels", "4", "--depth", "2", "--checkpoint", "g.pt", "--out", "out"]
+    )
+    assert "depth=2, norm=group)" in capsys.readouterr().out
+    checkpoint = checkpoints.load("g.pt")
+    assert checkpoint.model_args["norm"] == "group" and checkpoint.config["norm"] == "group"
+    assert "encoder.0.norm1.weight" in checkpoint.state and not any("running" in n for n in checkpoint.state)
+    mask, _, warned = predict(pytorch_script, circle_image(40, 3, seed=2), in_tmp / "g.pt", in_tmp, capsys)
+    assert mask.shape == (40, 40) and warned == ""
+    with pytest.raises(SystemExit) as stopped:
+        scratch.main(["--weights", "g.npz"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1
+    assert "argument --weights: g.npz has group norm, which this NumPy network lacks" in err

@@ -79,16 +79,16 @@ def randomized(net):
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
-@pytest.mark.parametrize("batchnorm", [True, False])
+@pytest.mark.parametrize("norm", ["batch", "none"])
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
-def test_forward_equals_pytorch(scratch, pytorch_script, padding, batchnorm, depth):
+def test_forward_equals_pytorch(scratch, pytorch_script, padding, norm, depth):
     # The smallest input the net can take, plus one more step of 2**depth.
     smallest = next(s for s in itertools.count(2) if output_size(s, depth, padding))
     size = smallest + 2**depth
     torch.manual_seed(depth)
     net = randomized(
         pytorch_script.UNet(
-            in_channels=2, out_channels=3, base_channels=4, depth=depth, padding=padding, batchnorm=batchnorm
+            in_channels=2, out_channels=3, base_channels=4, depth=depth, padding=padding, norm=norm
         )
     )
     params = {name: value.numpy() for name, value in net.state_dict().items()}
@@ -101,17 +101,15 @@ def test_forward_equals_pytorch(scratch, pytorch_script, padding, batchnorm, dep
 
 
 def test_init_params_has_the_state_dict_keys_and_shapes(scratch, pytorch_script):
-    for batchnorm in (True, False):
-        net = pytorch_script.UNet(
-            in_channels=1, out_channels=2, base_channels=4, depth=3, batchnorm=batchnorm
-        )
+    for norm in ("batch", "none"):
+        net = pytorch_script.UNet(in_channels=1, out_channels=2, base_channels=4, depth=3, norm=norm)
         expected = {name: tuple(value.shape) for name, value in net.state_dict().items()}
-        params = scratch.init_params(1, 2, 4, 3, batchnorm)
+        params = scratch.init_params(1, 2, 4, 3, norm)
         assert {name: value.shape for name, value in params.items()} == expected
 
 
 def test_init_params_uses_the_papers_std(scratch):
-    params = scratch.init_params(1, 1, 64, 2, batchnorm=False, seed=0)
+    params = scratch.init_params(1, 1, 64, 2, norm="none", seed=0)
     w = params["encoder.1.conv2.weight"]  # 128 channels in, 3×3: N = 1152
     assert w.std() == pytest.approx(np.sqrt(2 / 1152), rel=0.02)
 
@@ -175,7 +173,7 @@ def test_the_paper_figure_shows_each_crop_from_the_trace(scratch, monkeypatch, t
 
     drawn = {}
     monkeypatch.setattr(plotting, "save_figure", lambda figure, path: drawn.update(figure=figure))
-    params = scratch.init_params(1, 2, 1, 4, batchnorm=False)  # one channel: the sizes are the paper's
+    params = scratch.init_params(1, 2, 1, 4, norm="none")  # one channel: the sizes are the paper's
     trace = scratch.Trace(echo=False)
     scratch.unet_forward(np.zeros((1, 1, 572, 572), np.float32), params, padding="valid", trace=trace)
     plotting.save_architecture_figure(trace.rows, tmp_path / "paper.png")

@@ -11,7 +11,7 @@ from common.tiling import predict_tiled
 @pytest.fixture(scope="module")
 def valid_net(pytorch_script):
     torch.manual_seed(0)
-    return pytorch_script.UNet(base_channels=4, depth=2, padding="valid", batchnorm=False).eval()
+    return pytorch_script.UNet(base_channels=4, depth=2, padding="valid", norm="none").eval()
 
 
 def torch_forward(net):
