@@ -64,6 +64,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/bench_data_efficiency.py
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_small_batches.py
+	$(PY) benchmarks/bench_small_batches.py --circles --seeds 0 1 2 3 --threads 2
 
 clean:
 	rm -rf $(VENV) checkpoints .pytest_cache $(EXAMPLE)

@@ -49,7 +49,7 @@ def main():
                 if loss == lesson.LOSSES[0] and seed == args.seeds[0]:
                     share = data.train_masks.mean().item()
                     print(f"{case}: {description}, foreground {100 * share:.1f} % of the pixels")
-                scores, preds, data = train_and_predict(config, data)
+                scores, preds, data, _ = train_and_predict(config, data)
                 scores["found"] = float((preds > 0).mean() / data.test[1].numpy().mean())
                 results.setdefault((case, loss), []).append(scores)
                 shown = "  ".join(

@@ -75,7 +75,7 @@ def describe(scores):
 def save_comparison(runs, path):
     """For the test image whose object F1 gains most from the weight map: the map (eq. 2),
     the predictions without and with it, and a zoom on the gap where the two differ most."""
-    (_, plain, data), (_, weighted, _) = runs[False], runs[True]
+    (_, plain, data, _), (_, weighted, _, _) = runs[False], runs[True]
     gains = object_f1(weighted, data.test[2], per_image=True) - object_f1(plain, data.test[2], per_image=True)
     i = int(np.argmax(gains))
     instances, image = data.test[2][i], data.test[0][i, 0].numpy()

@@ -18,8 +18,9 @@ SCORES = ("test_dice", "test_boundary_f1", "test_object_f1")
 
 
 def train_and_predict(config, data=None):
-    """Test scores, predicted test masks and the data of one run, trained on the CPU as
-    `01_pytorch.py` trains; `data` (a CircleData) replaces the circles the config would draw."""
+    """Test scores, predicted test masks, the data and the validation history of one run,
+    trained on the CPU as `01_pytorch.py` trains; `data` (a CircleData) replaces the circles
+    the config would draw."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     data = data or lesson.make_data(config)
@@ -27,9 +28,9 @@ def train_and_predict(config, data=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     autocast = lesson.autocast_for(config, device)
     with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-        lesson.train(model, optimizer, data, config, device, autocast)
+        history, _, _ = lesson.train(model, optimizer, data, config, device, autocast)
     scores, preds = lesson.evaluate(model, data.test, device, autocast, prefix="test")
-    return scores, preds, data
+    return scores, preds, data, history
 
 
 def medians(runs):

@@ -239,8 +239,8 @@ def warnings(train, batch_size, size, norm, weight_map):
     if norm == "batch" and pixels < BATCH_NORM_PIXELS:
         said.append(
             f"a batch of {batch_size} tiles of {size}² is {pixels:,} pixels: batch norm's statistics "
-            f"are noisy below {BATCH_NORM_PIXELS:,} (benchmarks/bench_small_batches.py); a larger "
-            "--batch-size or --size trains better (README: small batches)"
+            f"are noisy below {BATCH_NORM_PIXELS:,} (README, 'Small batches of large tiles'); a "
+            "larger --batch-size or --size trains better"
         )
     if weight_map and not all(a.labelled for a in train):
         said.append(
