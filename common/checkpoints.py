@@ -391,7 +391,10 @@ def _before_norm(model_args):
         return model_args, lambda name: name
     norm = "batch" if model_args["batchnorm"] else "none"
     model_args = {key: value for key, value in model_args.items() if key != "batchnorm"} | {"norm": norm}
-    return model_args, lambda name: re.sub(r"\.bn([12])\.", r".norm\1.", name)
+    return (
+        model_args,
+        lambda name: re.sub(r"\.bn([12])\.", r".norm\1.", name) if isinstance(name, str) else name,
+    )
 
 
 def _npz_run(path, archive):

@@ -297,6 +297,16 @@ def test_files_from_before_group_norm_read_as_today_in_both_kinds(tmp_path, norm
             np.testing.assert_array_equal(checkpoint.state[name], value)
 
 
+def test_a_crafted_file_from_before_group_norm_is_one_line_too(tmp_path):
+    earlier_args, earlier_state = as_written_before_group_norm(TINY, random_state(TINY))
+    tensors = {name: torch.from_numpy(value) for name, value in earlier_state.items()} | {5: torch.zeros(1)}
+    pt = tmp_path / "crafted.pt"
+    torch.save(
+        dict(model_args=earlier_args, state_dict=tensors, optimizer={}, config={}, run_id="r", step=1), pt
+    )
+    assert refusal(pt) == f"{pt} does not fit its model_args: it has 5, which this network does not"
+
+
 def test_a_group_norm_network_round_trips_without_running_statistics(tmp_path):
     model_args = TINY | dict(norm="group", base_channels=4)
     state = random_state(model_args)
