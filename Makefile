@@ -38,7 +38,7 @@ figures: demo
 	$(PY) 01_pytorch.py --touching --train-size 8 --steps 300 --augment elastic --out $(OUT)/few_elastic \
 		--checkpoint checkpoints/few_elastic.pt
 	$(PY) benchmarks/bench_data_efficiency.py --figure $(OUT)/data_efficiency.png  # 45 runs, about 25 min
-	$(PY) benchmarks/bench_small_batches.py --figure $(OUT)/small_batches.png  # about 18 min
+	$(PY) benchmarks/bench_small_batches.py --figure $(OUT)/small_batches.png  # 13-18 min
 
 # Your own images, worked through: a synthetic nuclei data set written as files into $(EXAMPLE)/, a net
 # trained on its one 256×512 image, the test images predicted and scored (figures into $(OUT)/cells).

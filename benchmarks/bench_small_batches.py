@@ -22,7 +22,7 @@ median test scores and, over the seeds, the last step at which the validation Di
 under 0.1: a net that says "background" everywhere. About 5 minutes on 2 threads for 4 seeds.
 
 Measured on one CPU thread (torch.set_num_threads(1); --threads changes it): the default grid
-takes about 18 minutes, 13 of them the three batch-16 runs (`--tiles 64 128`: about 5).
+takes 13-18 minutes, most of it the three batch-16 runs (`--tiles 64 128`: about 5).
 """
 
 import argparse
