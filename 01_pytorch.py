@@ -293,6 +293,11 @@ class TileData:
     test: None = None
 
 
+# The worked example (one 256×512 image) after 20, 100, 200, 300 and 600 steps: test object F1
+# 0.54, 0.67, 0.84, 0.90, 0.92. A few images make short epochs: --epochs 10 may be 20 steps.
+FEW_STEPS = 300
+
+
 def tile_data(config, train, val):
     """TileData from the images read (common/dataset.py), with each training image's weight
     map computed once, on the whole image, so that a tile's gaps see objects beyond its edge."""
@@ -926,7 +931,14 @@ def read_own_data(parser, config):
     cli.check_rules(parser, [("--size", dataset.problems(train, config.size))])
     for warning in dataset.warnings(train, config.batch_size, config.size, config.norm, config.weight_map):
         cli.warn(warning)
-    return tile_data(config, train, val)
+    data = tile_data(config, train, val)
+    steps = total_steps(config, data)
+    if config.steps is None and steps < FEW_STEPS:
+        cli.warn(
+            f"--epochs {config.epochs} make {steps} steps here ({steps_per_epoch(data, config)} an epoch), "
+            f"too few: the worked example needs about {FEW_STEPS} (README, section 7); give --steps"
+        )
+    return data
 
 
 def prediction_outputs(args, image):

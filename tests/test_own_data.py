@@ -208,6 +208,23 @@ def test_an_empty_mask_and_rare_objects_are_warned_with_the_number(pytorch_scrip
     assert "objects are 0.00% of the training pixels" in err and "--weight-map or --loss bce+dice" in err
 
 
+def test_too_few_steps_from_epochs_and_no_batch_norm_warning_under_group_norm(pytorch_script, pairs, capsys):
+    # One image of 64×96: 19 columns held out and a gap of 24 (depth 2) leave 53 columns, 4 tiles of 32².
+    (pairs / "images" / "b.tif").unlink()
+    (pairs / "masks" / "b.tif").unlink()
+    at = FEW.index("--steps")
+    few = FEW[:at] + FEW[at + 2 :]  # the run's length from --epochs
+    out = pairs / "out"
+    pytorch_script.main(
+        ["--images", str(pairs / "images"), "--masks", str(pairs / "masks"), *few, "--epochs", "2"]
+        + ["--norm", "group", "--out", str(out), "--checkpoint", str(out / "n.pt")]
+    )
+    err = capsys.readouterr().err
+    assert "--epochs 2 make 2 steps here (1 an epoch), too few: the worked example needs about 300" in err
+    assert "batch norm" not in err
+    assert json.loads((out / "metrics.json").read_text())["history"][-1]["step"] == 2
+
+
 def test_predict_a_folder_with_labels_and_truth(pytorch_script, pairs, trained_run, capsys):
     out = pairs / "predicted"
     pytorch_script.main(
