@@ -50,8 +50,8 @@ from common.weight_map import weight_map
 
 # ----------------------------------------------------------------------------- the network
 
-# Group norm over 4 channels: 2 to 16 groups at the default's 8 to 64 channels. One channel a
-# group (instance norm) trained worse at batch 1 (README, "Small batches of large tiles").
+# Group norm over groups of 4 channels: 2 to 16 groups at the default's 8 to 64 channels, the
+# setting benchmarks/bench_small_batches.py measures.
 CHANNELS_PER_GROUP = 4
 
 
