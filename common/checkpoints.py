@@ -66,6 +66,25 @@ def _shown(value):
     return text if text and len(text) <= 40 and "\n" not in text else f"a {type(value).__name__}"
 
 
+def _quoted(name):
+    """A weight's name from a file, as a message shows it: one line of at most 80 characters
+    (a crafted name could hold a newline, or megabytes)."""
+    text = str(name)
+    return text if text.isprintable() and len(text) <= 80 else repr(text[:80]) + "…" * (len(text) > 80)
+
+
+def _renamed(path, names, named):
+    """{the name a weight has now: the name the file gives it}; two of the file's names for one
+    weight (an earlier file holding both bn1 and norm1) are refused, not one silently dropped."""
+    renamed = {}
+    for name in names:
+        now = named(name)
+        if now in renamed:
+            raise CheckpointError(f"{path} has both {_quoted(renamed[now])} and {_quoted(name)}")
+        renamed[now] = name
+    return renamed
+
+
 def _largest_checkpoint_bytes():
     """The size of a .pt for the largest network the limits allow, in float64 (the widest
     weights accepted), with Adam's two moments per parameter, plus 1 MiB of names and headers."""
@@ -255,7 +274,8 @@ def _load_pt(path):
     _check_pt_contents(path, contents)
     model_args, named = _before_norm(contents["model_args"])
     _check_model_args(path, model_args)
-    arrays = {named(name): _as_array(path, name, tensor) for name, tensor in contents["state_dict"].items()}
+    stored = contents["state_dict"]
+    arrays = {now: _as_array(path, name, stored[name]) for now, name in _renamed(path, stored, named).items()}
     state = _checked_state(path, arrays, model_args)
     return Checkpoint(
         path,
@@ -293,7 +313,7 @@ def _check_pt_contents(path, contents):
     for name, value in contents["state_dict"].items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(
-                f"{path} has a state_dict whose {name} is a {type(value).__name__}, not a tensor"
+                f"{path} has a state_dict whose {_quoted(name)} is a {type(value).__name__}, not a tensor"
             )
 
 
@@ -304,7 +324,7 @@ def _as_array(path, name, tensor):
     try:
         return tensor.detach().numpy()
     except (TypeError, RuntimeError) as error:  # sparse, nested and other layouts NumPy cannot hold
-        raise CheckpointError(f"{path} has {name} in a layout NumPy cannot hold ({error})") from None
+        raise CheckpointError(f"{path} has {_quoted(name)} in a layout NumPy cannot hold ({error})") from None
 
 
 def _load_npz(path):
@@ -315,11 +335,11 @@ def _load_npz(path):
         with np.load(path, allow_pickle=False) as archive:
             model_args, named = _parse_model_args(path, archive["model_args"])
             run_id, step = _npz_run(path, archive)
-            stored = [name for name in declared if name not in NPZ_INFO]
+            stored = _renamed(path, [name for name in declared if name not in NPZ_INFO], named)
             _check_declared(
-                path, {named(name): declared[name] for name in stored}, parameter_shapes(model_args)
+                path, {now: declared[name] for now, name in stored.items()}, parameter_shapes(model_args)
             )
-            arrays = {named(name): archive[name] for name in stored}
+            arrays = {now: archive[name] for now, name in stored.items()}
     return Checkpoint(path, model_args, _checked_state(path, arrays, model_args), run_id, step)
 
 
@@ -363,8 +383,8 @@ def _npy_header(path, archive, info):
         )
     if info.file_size != needed:
         raise CheckpointError(
-            f"{path} has a member {name} that declares {info.file_size:,} bytes where its shape {shape} "
-            f"of {dtype} takes {needed:,}; refused without decompressing it"
+            f"{path} has a member {_quoted(name)} that declares {info.file_size:,} bytes where its shape "
+            f"{shape} of {dtype} takes {needed:,}; refused without decompressing it"
         )
     return shape, dtype
 
@@ -518,7 +538,7 @@ def first_mismatch(found, expected):
         if tuple(found[name]) != tuple(shape):
             return f"{name} is {tuple(found[name])} where this network has {tuple(shape)}"
     extra = sorted(map(str, found.keys() - expected.keys()))
-    return f"it has {extra[0]}, which this network does not" if extra else None
+    return f"it has {_quoted(extra[0])}, which this network does not" if extra else None
 
 
 def check_resumable(checkpoint, model_args):

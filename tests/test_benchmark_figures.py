@@ -39,7 +39,9 @@ def test_the_weight_map_figure_shows_the_image_the_map_helps_most(drawn, tmp_pat
     plain = masks.copy()
     plain[2, 0, :, 20:44] = 1  # a band across image 2 merges its circles: the map's gain is there
     data = SimpleNamespace(test=(torch.from_numpy(images), torch.from_numpy(masks), instances))
-    bench.save_comparison({False: (None, plain, data, None), True: (None, masks, None, None)}, tmp_path / "w.png")
+    bench.save_comparison(
+        {False: (None, plain, data, None), True: (None, masks, None, None)}, tmp_path / "w.png"
+    )
     assert object_f1(plain[2, 0], instances[2]) < 1 == object_f1(masks[2, 0], instances[2])
     weights, without, with_map, _ = drawn[0].axes[:4]
     np.testing.assert_allclose(weights.images[0].get_array(), weight_map(instances[2]))

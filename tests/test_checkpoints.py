@@ -307,6 +307,25 @@ def test_a_crafted_file_from_before_group_norm_is_one_line_too(tmp_path):
     assert refusal(pt) == f"{pt} does not fit its model_args: it has 5, which this network does not"
 
 
+def test_an_earlier_file_naming_one_weight_twice_is_refused(tmp_path):
+    earlier_args, earlier_state = as_written_before_group_norm(TINY, random_state(TINY))
+    both = earlier_state | {"encoder.0.norm1.weight": earlier_state["encoder.0.bn1.weight"] * 2}
+    npz = tmp_path / "both.npz"
+    np.savez(
+        npz, model_args=np.array(json.dumps(earlier_args)), run_id=np.array("r"), step=np.array(1), **both
+    )
+    assert refusal(npz) == f"{npz} has both encoder.0.bn1.weight and encoder.0.norm1.weight"
+
+
+def test_names_from_a_file_are_shown_on_one_short_line(tmp_path):
+    for name in ("zzz\nTraceback (most recent call last):", "q" * 3_000_000):
+        pt = write_pt(
+            tmp_path / "named.pt", lambda c, name=name: c["state_dict"].update({name: torch.zeros(1)})
+        )
+        message = refusal(pt)
+        assert len(message) < 250 and "which this network does not" in message
+
+
 def test_a_group_norm_network_round_trips_without_running_statistics(tmp_path):
     model_args = TINY | dict(norm="group", base_channels=4)
     state = random_state(model_args)
