@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.runs import lesson, train_and_predict  # noqa: E402
 from common.data import touching_circles  # noqa: E402
+from common.dataset import BATCH_NORM_PIXELS  # noqa: E402
 from common.metrics import boundary_f1, dice  # noqa: E402
 from common.plotting import save_figure  # noqa: E402
 
@@ -52,10 +53,10 @@ MANY_CIRCLES = dict(circles=(300, 300), radius=(0.01, 0.025))
 HELD_OUT_SEED = 10_000  # added to the seed, as common/recipe.py's VAL_SEED
 EVAL_EVERY = 10
 STABLE_FROM = 20  # the worst error is taken from this step on: the first steps may be bad
-GROUP_BELOW = 16 * 64**2  # group norm is run where a batch has fewer pixels than the default's
+# Group norm is run where a batch has fewer pixels than the default's, below which --images warns.
 RECIPES = {
     "batch norm": lambda batch, tile: "batch",
-    "group norm": lambda batch, tile: "group" if batch * tile**2 < GROUP_BELOW else "batch",
+    "group norm": lambda batch, tile: "group" if batch * tile**2 < BATCH_NORM_PIXELS else "batch",
 }
 CIRCLE_IMAGES = 64  # --circles: training images, drawn with replacement at batch 1 … 16
 
